@@ -1,0 +1,1 @@
+"""One module per ``extremeseg`` subcommand (see ``ExtremeSegLib/cli.py``)."""
