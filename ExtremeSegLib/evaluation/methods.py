@@ -25,6 +25,7 @@ from ..simulate import simulate_extreme_points
 METHODS = {
     "ground-truth": "ExtremeSegLib.evaluation.methods:ground_truth",
     "extreme-box": "ExtremeSegLib.evaluation.methods:extreme_point_box",
+    "extreme-points-rw": "ExtremeSegLib.pseudolabel.extreme_points:benchmark_method",
 }
 
 

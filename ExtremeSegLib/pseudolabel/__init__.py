@@ -1,5 +1,18 @@
 """Pseudo-label makers: weak annotations -> dense soft labels with a trust weight."""
 
+from .cues import confidence_map, point_heatmaps
+from .extreme_points import extreme_points_pseudolabel
+from .geodesic import extreme_point_paths, geodesic_cost, shortest_path
 from .label import PseudoLabel
+from .random_walker import random_walker
 
-__all__ = ["PseudoLabel"]
+__all__ = [
+    "PseudoLabel",
+    "confidence_map",
+    "extreme_point_paths",
+    "extreme_points_pseudolabel",
+    "geodesic_cost",
+    "point_heatmaps",
+    "random_walker",
+    "shortest_path",
+]

@@ -1,0 +1,166 @@
+"""Extreme points -> pseudo-label: the maker on a synthetic ellipsoid, the CLI end to end, bad inputs, real data."""
+
+import numpy as np
+import pytest
+from conftest import make_ellipsoid
+
+from ExtremeSegLib.annotations import ExtremePoints
+from ExtremeSegLib.cli import main
+from ExtremeSegLib.errors import InputError
+from ExtremeSegLib.io.markups import write_points
+from ExtremeSegLib.io.segmentations import read_segmentation
+from ExtremeSegLib.io.volumes import read_image, write_volume
+from ExtremeSegLib.metrics import dice
+from ExtremeSegLib.pseudolabel.extreme_points import extreme_points_pseudolabel, relaxed_box
+from ExtremeSegLib.simulate import simulate_extreme_points
+
+ROTATION = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def ellipsoid_case():
+    image, label = make_ellipsoid(shape=(44, 40, 30), direction=ROTATION)
+    extreme = ExtremePoints.from_points(simulate_extreme_points(label), image)
+    return image, label, extreme
+
+
+def test_maker_reaches_a_high_dice_on_an_ellipsoid(ellipsoid_case):
+    image, label, extreme = ellipsoid_case
+    result = extreme_points_pseudolabel(image, extreme)
+    assert result.probabilities.shape == (2,) + image.shape
+    assert result.geometry is image
+    np.testing.assert_allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-6)
+    assert dice(result.hard() == 1, label.array) > 0.9
+    assert np.all(result.weight == 1.0)
+
+
+def test_outside_the_relaxed_box_is_background(ellipsoid_case):
+    image, _, extreme = ellipsoid_case
+    result = extreme_points_pseudolabel(image, extreme, box_margin_mm=2.0)
+    lo, hi = relaxed_box(extreme, image, 2.0)
+    outside = np.ones(image.shape, bool)
+    outside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = False
+    assert outside.any() and np.all(result.probabilities[1][outside] == 0.0)
+
+
+def test_trust_seeds_weights_only_the_seeds(ellipsoid_case):
+    image, label, extreme = ellipsoid_case
+    result = extreme_points_pseudolabel(image, extreme, trust="seeds")
+    trusted = result.weight == 1.0
+    assert np.all((result.weight == 0.0) | trusted)
+    # trusted voxels: everything outside the box and the dilated paths inside the object
+    assert 0 < np.count_nonzero(~trusted) < image.array.size
+    assert np.all(result.hard()[trusted & (label.array > 0)] == 1)
+
+
+def test_click_noise_costs_little(ellipsoid_case):
+    image, label, _ = ellipsoid_case
+    noisy = ExtremePoints.from_points(simulate_extreme_points(label, noise_mm=1.5, seed=3), image)
+    assert dice(extreme_points_pseudolabel(image, noisy).hard() == 1, label.array) > 0.85
+
+
+def test_nan_intensities_are_refused(ellipsoid_case):
+    image, _, extreme = ellipsoid_case
+    array = image.array.copy()
+    array[5, 5, 5] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        extreme_points_pseudolabel(image.with_array(array), extreme)
+
+
+def test_a_region_too_large_for_memory_is_refused(ellipsoid_case):
+    image, _, extreme = ellipsoid_case
+    with pytest.raises(InputError, match="GiB"):
+        extreme_points_pseudolabel(image, extreme, memory_limit_bytes=1024)
+
+
+def test_bad_parameters_are_refused(ellipsoid_case):
+    image, _, extreme = ellipsoid_case
+    with pytest.raises(InputError, match="trust"):
+        extreme_points_pseudolabel(image, extreme, trust="some")
+    with pytest.raises(InputError, match="box_margin_mm"):
+        extreme_points_pseudolabel(image, extreme, box_margin_mm=-1.0)
+
+
+# -- command line ---------------------------------------------------------------------------------
+@pytest.fixture
+def files(tmp_path, ellipsoid_case):
+    image, label, extreme = ellipsoid_case
+    image_path = write_volume(image, tmp_path / "image.nii.gz")
+    points_path = write_points(tmp_path / "points.mrk.json", extreme.points_ras[[3, 0, 5, 1, 4, 2]])  # any order
+    return tmp_path, image_path, points_path, label
+
+
+def test_cli_end_to_end(files, capsys):
+    folder, image_path, points_path, label = files
+    out, prob = folder / "out.seg.nrrd", folder / "prob.nii.gz"
+    argv = ["pseudolabel", "--image", str(image_path), "--points", str(points_path), "--out", str(out),
+            "--probability", str(prob), "--segment-name", "Tumour", "--path-radius-mm", "2"]
+    assert main(argv) == 0
+    geometry, segments = read_segmentation(out)
+    assert [s.name for s in segments] == ["Tumour"]
+    assert geometry.same_geometry(label)
+    assert dice(segments[0].mask, label.array) > 0.9
+    probability = read_image(prob)
+    assert probability.same_geometry(label) and 0.0 <= probability.array.min() and probability.array.max() <= 1.0
+    assert np.array_equal(probability.array > 0.5, segments[0].mask)
+
+    before = out.read_bytes()
+    assert main(argv) == 2  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(argv + ["--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("points, message", [
+    (lambda p: p[:5], "exactly 6"),
+    (lambda p: np.vstack([p[:5], p[4:5]]), "same spot"),
+    (lambda p: np.vstack([p[:5], [[500.0, 500.0, 500.0]]]), "outside the image"),
+])
+def test_cli_surfaces_bad_points(files, capsys, points, message):
+    folder, image_path, points_path, _ = files
+    from ExtremeSegLib.io.markups import read_points
+
+    ras, _ = read_points(points_path)
+    bad = write_points(folder / "bad.mrk.json", points(ras))
+    code = main(["pseudolabel", "--image", str(image_path), "--points", str(bad), "--out", str(folder / "o.seg.nrrd")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "bad.mrk.json" in err
+    assert not (folder / "o.seg.nrrd").exists()
+
+
+def test_cli_surfaces_a_collapsed_axis(files, capsys):
+    folder, image_path, _, _ = files
+    image = read_image(image_path)
+    flat = image.index_to_ras(np.array([[5, 20, 15], [30, 20, 15], [18, 5, 15], [18, 35, 15],
+                                        [18, 20, 15.2], [18, 21, 15]], float))
+    bad = write_points(folder / "flat.mrk.json", flat)
+    assert main(["pseudolabel", "--image", str(image_path), "--points", str(bad),
+                 "--out", str(folder / "o.seg.nrrd")]) == 2
+    assert "no extent along image axis" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_wrong_output_name(files, capsys):
+    folder, image_path, points_path, _ = files
+    assert main(["pseudolabel", "--image", str(image_path), "--points", str(points_path),
+                 "--out", str(folder / "o.nii.gz")]) == 2
+    assert ".seg.nrrd" in capsys.readouterr().err
+
+
+# -- real data ------------------------------------------------------------------------------------
+def test_benchmark_adapter_on_real_cases(shared_data):
+    from ExtremeSegLib.evaluation import MethodOptions, discover_cases
+    from ExtremeSegLib.io.volumes import read_labelmap
+    from ExtremeSegLib.pseudolabel.extreme_points import benchmark_method
+
+    case = discover_cases(shared_data / "hippocampus")[0]
+    prediction = benchmark_method(case, MethodOptions(structures={"hippocampus": [1, 2]}))
+    reference = read_labelmap(case.label)
+    assert prediction.same_geometry(reference)
+    assert dice(prediction.array == 1, reference.array > 0) > 0.6
+
+    acdc = discover_cases(shared_data / "acdc")[0]
+    prediction = benchmark_method(acdc, MethodOptions(structures={"RV": [1], "LV": [3]}))
+    reference = read_labelmap(acdc.label)
+    assert set(np.unique(prediction.array)) <= {0, 1, 3}
+    assert dice(prediction.array == 3, reference.array == 3) > 0.5
