@@ -1,0 +1,482 @@
+"""The ExtremeSeg module's logic on MRML nodes, without a GUI (the panel and the console both call it).
+
+- Annotations: each volume gets its own point list (extreme or surface points) or scribble segmentation,
+  found again through a node reference to the volume; :meth:`ExtremeSegNodeLogic.placement_guide` says what
+  is placed, what is missing and what is wrong.
+- Training: :meth:`~ExtremeSegNodeLogic.prepare_training` exports the volumes and annotations to files and
+  writes the job's JSON config (:class:`ExtremeSegLib.recipes.JobConfig`); :meth:`~ExtremeSegNodeLogic.start_training`
+  runs ``extremeseg train --config ... --progress-jsonl`` in a child process (the same command line as outside
+  Slicer); :meth:`~ExtremeSegNodeLogic.import_training_results` loads the segmentations as NEW segmentation
+  nodes and returns the model file.
+- Prediction: the same for ``extremeseg predict`` with a model file on one volume; results are added as new
+  segments (an existing segmentation's segments are never modified).
+- Console batch: :meth:`~ExtremeSegNodeLogic.segment_volumes` and :meth:`~ExtremeSegNodeLogic.segment_with_model`
+  run a whole job and wait for it.
+
+Work folder layout (nothing is overwritten; every job gets a new folder)::
+
+    <work folder>/runs/<YYYYmmdd-HHMMSS>-train/   job.json, data/ (exported volumes + annotations), output/ (the run)
+    <work folder>/runs/<YYYYmmdd-HHMMSS>-predict/ image.nrrd, points.mrk.json, segmentation.seg.nrrd
+
+Imports only slicer's MRML classes (through ``ExtremeSegLib.mrml``) and the core; torch and the recipes are
+imported only when a job is prepared, and ``ExtremeSegLib.pseudolabel`` (scikit-image) only where it is used:
+they may not be installed yet when Slicer starts and loads this module.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ExtremeSegLib import mrml
+from ExtremeSegLib.child_process import ChildRun, RunState, cli_command
+from ExtremeSegLib.errors import InputError
+
+from .placement import EXTREME_POINTS_REQUIRED, PlacementGuide, extreme_points_guide, surface_points_guide
+
+#: what a user draws on each volume (the panel's choices)
+ANNOTATIONS = ("extreme points", "surface points", "scribbles")
+#: where training runs (the engine's choices; ``auto`` = CUDA when present)
+DEVICES = ("auto", "cpu", "cuda")
+#: node reference from an annotation node to its volume, and the attribute naming the annotation kind
+VOLUME_REFERENCE_ROLE = "ExtremeSeg.Volume"
+ANNOTATION_ATTRIBUTE = "ExtremeSeg.Annotation"
+#: a scribble segment is the background when its name contains this word (as the scribbles recipe reads it;
+#: ``ExtremeSegLib.pseudolabel.scribbles.BACKGROUND_WORD``, not imported here: it needs scikit-image)
+BACKGROUND_WORD = "background"
+#: config sections a recipe needs to run from Slicer's exports, merged under the user's settings (until the
+#: recipes declare them themselves): the scribbles recipe takes no clicks and needs dropout for its uncertainty
+RECIPE_SETTINGS = {
+    "scribbles": {"inputs": {"cues": [], "crop_to_points": False},
+                  "network": {"dropout": 0.5, "dropout_levels": 3}, "training": {"loss": "ce"}},
+}
+_POINT_COLORS = {"extreme points": (0.9, 0.15, 0.15), "surface points": (0.95, 0.8, 0.1)}
+
+
+@dataclass(frozen=True)
+class RecipeInfo:
+    """A training recipe as the panel lists it."""
+
+    name: str
+    title: str
+    description: str
+    annotation: str
+
+
+@dataclass
+class Job:
+    """A prepared training or prediction job: its files and which volume each case came from."""
+
+    kind: str  # "training" or "prediction"
+    title: str
+    folder: Path  # the job's own folder under <work folder>/runs
+    run_dir: Path  # where the child looks for its CANCEL file
+    command: list  # the extremeseg command line (subcommand and arguments), as run outside Slicer
+    cases: dict = field(default_factory=dict)  # case name -> volume node ID
+    config_path: Path | None = None
+    output: Path | None = None  # prediction: the .seg.nrrd to read back
+
+
+@dataclass
+class TrainingResults:
+    model_path: Path
+    segmentation_nodes: dict  # volume node ID -> new segmentation node
+    outputs: dict  # everything the run wrote (see ExtremeSegLib.recipes.rounds)
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a node name (letters, digits, '-', '_', '.')."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    return cleaned or "volume"
+
+
+class ExtremeSegNodeLogic:
+    """Everything the module does, on MRML nodes of ``scene`` (default: ``slicer.mrmlScene``).
+
+    ``python``: the interpreter for the child processes (default :meth:`default_python`, i.e. this one;
+    inside Slicer the module passes PythonSlicer).
+    """
+
+    def __init__(self, scene=None, python=None):
+        self._scene = scene
+        self._python = python
+
+    @property
+    def scene(self):
+        if self._scene is not None:
+            return self._scene
+        import slicer
+
+        return slicer.mrmlScene
+
+    def default_python(self) -> str:
+        return sys.executable
+
+    @property
+    def python(self) -> str:
+        return self._python or self.default_python()
+
+    @staticmethod
+    def default_work_folder() -> Path:
+        """Where jobs go unless the user picks a folder: models belong somewhere lasting, not in a temp folder."""
+        return Path.home() / "ExtremeSeg"
+
+    # -- recipes ----------------------------------------------------------------------------------
+    @staticmethod
+    def recipes(annotation: str | None = None) -> list:
+        """The registered recipes (optionally those for one annotation), or [] when the core's
+        dependencies (torch, MONAI) are not installed yet."""
+        try:
+            from ExtremeSegLib.recipes import RECIPES
+        except ImportError:
+            return []
+        infos = []
+        for name, cls in RECIPES.items():
+            if annotation is not None and cls.annotation != annotation:
+                continue
+            doc = " ".join((cls.__doc__ or "").split())
+            infos.append(RecipeInfo(name, cls.title or name.replace("_", " "), doc, cls.annotation))
+        return infos
+
+    # -- annotations -------------------------------------------------------------------------------
+    def annotation_node(self, volume_node, annotation: str, create: bool = True):
+        """The point list or scribble segmentation holding ``annotation`` for ``volume_node``.
+
+        Found through its reference to the volume; created (empty, named "<volume> <annotation>") when
+        missing and ``create``. Scribble segmentations start with a "Background" and a "Structure" segment.
+        """
+        if annotation not in ANNOTATIONS:
+            raise InputError(f"unknown annotation {annotation!r}; choose one of {', '.join(ANNOTATIONS)}")
+        node_class = "vtkMRMLSegmentationNode" if annotation == "scribbles" else "vtkMRMLMarkupsFiducialNode"
+        for node in self._nodes(node_class):
+            if (node.GetAttribute(ANNOTATION_ATTRIBUTE) == annotation
+                    and node.GetNodeReferenceID(VOLUME_REFERENCE_ROLE) == volume_node.GetID()):
+                return node
+        if not create:
+            return None
+        node = self.scene.AddNewNodeByClass(node_class, f"{volume_node.GetName()} {annotation}")
+        node.CreateDefaultDisplayNodes()
+        node.SetAttribute(ANNOTATION_ATTRIBUTE, annotation)
+        node.SetNodeReferenceID(VOLUME_REFERENCE_ROLE, volume_node.GetID())
+        if annotation == "scribbles":
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+            node.GetSegmentation().AddEmptySegment("", "Background", [0.55, 0.55, 0.6])
+            node.GetSegmentation().AddEmptySegment("", "Structure", [0.95, 0.55, 0.1])
+        else:
+            node.GetDisplayNode().SetSelectedColor(*_POINT_COLORS[annotation])
+            if annotation == "extreme points":  # placement stops by itself after the 6th click
+                node.SetMaximumNumberOfControlPoints(EXTREME_POINTS_REQUIRED)
+        return node
+
+    def set_annotation_node(self, volume_node, annotation: str, node) -> None:
+        """Use an existing point list or segmentation as ``volume_node``'s annotation (e.g. one loaded from a file)."""
+        previous = self.annotation_node(volume_node, annotation, create=False)
+        if previous is not None and previous is not node:
+            previous.RemoveNodeReferenceIDs(VOLUME_REFERENCE_ROLE)
+        node.SetAttribute(ANNOTATION_ATTRIBUTE, annotation)
+        node.SetNodeReferenceID(VOLUME_REFERENCE_ROLE, volume_node.GetID())
+
+    def _nodes(self, node_class: str) -> list:
+        nodes = self.scene.GetNodesByClass(node_class)
+        return [nodes.GetItemAsObject(n) for n in range(nodes.GetNumberOfItems())]
+
+    @staticmethod
+    def placed_points(markups_node) -> np.ndarray:
+        """Placed points (world RAS mm, (N, 3)); empty when none is placed yet."""
+        if markups_node is None or not any(
+                markups_node.GetNthControlPointPositionStatus(n) == markups_node.PositionDefined
+                for n in range(markups_node.GetNumberOfControlPoints())):
+            return np.zeros((0, 3))
+        return mrml.points_from_markups_node(markups_node)[0]
+
+    def placement_guide(self, volume_node, annotation: str, node=None) -> PlacementGuide:
+        """What is placed on ``volume_node``, what is missing, what is wrong (see :mod:`.placement`)."""
+        node = node or self.annotation_node(volume_node, annotation, create=False)
+        try:
+            geometry = mrml.geometry_from_node(volume_node)
+        except InputError as err:
+            return PlacementGuide(0, 0, message=str(err), error=True)
+        if annotation == "scribbles":
+            return self._scribble_guide(node, volume_node)
+        points = self.placed_points(node)
+        guide = extreme_points_guide if annotation == "extreme points" else surface_points_guide
+        return guide(points, geometry)
+
+    def _scribble_guide(self, node, volume_node) -> PlacementGuide:
+        if node is None or node.GetSegmentation().GetNumberOfSegments() == 0:
+            return PlacementGuide(0, 2, message=(
+                "Paint scribbles: one segment named \"Background\" with strokes outside the structures, "
+                "one segment per structure with strokes inside."))
+        segments = mrml.segments_from_node(node, volume_node)
+        painted = [s for s in segments if s.mask.any()]
+        background = [s for s in segments if BACKGROUND_WORD in s.name.lower()]
+        count = len(painted)
+        if not background:
+            return PlacementGuide(count, 2, error=True, message=(
+                "Name the segment that marks the background \"Background\" (no segment has that name)."))
+        if not background[0].mask.any():
+            return PlacementGuide(count, 2, message="Paint some background strokes (segment "
+                                                    f"{background[0].name!r} is empty).")
+        structures = [s for s in painted if s is not background[0]]
+        if not structures:
+            return PlacementGuide(count, 2, message="Paint strokes inside at least one structure segment.")
+        empty = [s.name for s in segments if not s.mask.any() and s is not background[0]]
+        note = f" Empty segments are ignored: {', '.join(empty)}." if empty else ""
+        return PlacementGuide(count, 2, complete=True, message=(
+            f"Background and {len(structures)} structure(s) painted: "
+            f"{', '.join(s.name for s in structures)}.{note}"))
+
+    def annotation_status(self, volume_nodes, annotation: str) -> list:
+        """``(volume node, annotation node or None, guide)`` per volume: the panel's table."""
+        rows = []
+        for volume in volume_nodes:
+            node = self.annotation_node(volume, annotation, create=False)
+            rows.append((volume, node, self.placement_guide(volume, annotation, node)))
+        return rows
+
+    # -- jobs ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _new_job_folder(work_folder, kind: str) -> Path:
+        runs = Path(work_folder or ExtremeSegNodeLogic.default_work_folder()).expanduser() / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1, 1000):
+            folder = runs / (f"{stamp}-{kind}" if n == 1 else f"{stamp}-{kind}-{n}")
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                continue
+        raise InputError(f"cannot create a new job folder in {runs}; clean it up")
+
+    def _export_volume(self, volume_node, path: Path):
+        from ExtremeSegLib.io.volumes import write_volume
+
+        volume = mrml.volume_from_node(volume_node)
+        write_volume(volume, path)
+        return volume
+
+    def prepare_training(self, volume_nodes, annotation: str, recipe: str, work_folder=None, annotation_nodes=None,
+                         structure: str = "Structure", epochs: int | None = None, rounds: int | None = None,
+                         device: str = "auto", settings: dict | None = None) -> Job:
+        """Export the volumes and their annotations and write the job config; nothing runs yet.
+
+        ``annotation_nodes``: one point list / segmentation per volume (default: each volume's own, see
+        :meth:`annotation_node`). ``structure``: the class name for point annotations (scribbles take their
+        segment names). ``epochs`` (per round) and ``rounds``: None keeps the recipe's defaults.
+        ``settings``: more config sections merged in (e.g. ``{"training": {"batch_size": 1}}``).
+        :class:`InputError` naming the first volume whose annotation is incomplete or wrong.
+        """
+        from ExtremeSegLib.io.markups import write_points
+        from ExtremeSegLib.recipes import JobConfig
+
+        volume_nodes = list(volume_nodes)
+        if not volume_nodes:
+            raise InputError("choose at least one training volume")
+        if annotation not in ANNOTATIONS:
+            raise InputError(f"unknown annotation {annotation!r}; choose one of {', '.join(ANNOTATIONS)}")
+        if annotation_nodes is None:
+            annotation_nodes = [self.annotation_node(v, annotation, create=False) for v in volume_nodes]
+        annotation_nodes = list(annotation_nodes)
+        if len(annotation_nodes) != len(volume_nodes):
+            raise InputError(f"{len(annotation_nodes)} annotation nodes given for {len(volume_nodes)} volumes")
+        for volume, node in zip(volume_nodes, annotation_nodes):
+            guide = self.placement_guide(volume, annotation, node)
+            if node is None or not guide.complete:
+                raise InputError(f"volume {volume.GetName()!r}: {guide.message}")
+
+        folder = self._new_job_folder(work_folder, "train")
+        data = folder / "data"
+        data.mkdir()
+        cases, case_volumes, taken = [], {}, set()
+        class_names = ([structure] if annotation != "scribbles"
+                       else self._scribble_class_names(annotation_nodes, volume_nodes))
+        for volume_node, node in zip(volume_nodes, annotation_nodes):
+            name = safe_name(volume_node.GetName())
+            base, n = name, 2
+            while name in taken:
+                name, n = f"{base}_{n}", n + 1
+            taken.add(name)
+            image_path = data / f"{name}.nrrd"
+            volume = self._export_volume(volume_node, image_path)
+            case = {"name": name, "image": str(image_path)}
+            if annotation == "scribbles":
+                case["scribble"] = str(self._export_scribbles(node, volume, data / f"{name}_scribbles.seg.nrrd"))
+            else:
+                case["points"] = str(write_points(data / f"{name}.mrk.json", self.placed_points(node),
+                                                  name=f"{name} {annotation}"))
+            cases.append(case)
+            case_volumes[name] = volume_node.GetID()
+
+        config = {"recipe": recipe, "output": str(folder / "output"), "cases": cases, "device": device,
+                  "classes": [{"name": c, "label_values": [n]} for n, c in enumerate(class_names, start=1)]}
+        for section, values in RECIPE_SETTINGS.get(recipe, {}).items():
+            config[section] = dict(values)
+        for section, values in (settings or {}).items():
+            config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
+        if epochs:
+            config.setdefault("training", {})["epochs"] = int(epochs)
+        if rounds:
+            config.setdefault("rounds", {})["max_rounds"] = int(rounds)
+        job_config = JobConfig.from_dict(config)  # checked now, with a message, rather than in the child
+        config_path = job_config.to_json(folder / "job.json")
+        return Job("training", f"Training ({recipe})", folder, folder / "output",
+                   ["train", "--config", str(config_path), "--progress-jsonl"], case_volumes, config_path)
+
+    @staticmethod
+    def _scribble_class_names(segmentation_nodes, volume_nodes) -> list:
+        """Structure segment names over all volumes, in order of first appearance (the classes)."""
+        names = []
+        for node, volume in zip(segmentation_nodes, volume_nodes):
+            for segment in mrml.segments_from_node(node, volume):
+                if BACKGROUND_WORD not in segment.name.lower() and segment.mask.any() and segment.name not in names:
+                    names.append(segment.name)
+        return names
+
+    @staticmethod
+    def _export_scribbles(node, volume, path: Path) -> Path:
+        """The painted scribble segments as a ``.seg.nrrd``: the scribbles recipe maps segments to classes by
+        name (and "background"), exactly as the effect's preview does."""
+        from ExtremeSegLib.io.segmentations import write_segmentation
+
+        painted = [s for s in mrml.segments_from_node(node, volume) if s.mask.any()]
+        return write_segmentation(path, volume, painted)
+
+    def start_training(self, job: Job, python=None, resume: bool = False, grace_s: float = 10.0) -> ChildRun:
+        """Start ``extremeseg train --config <job.json> --progress-jsonl [--resume]`` in a child process."""
+        argv = cli_command(*job.command, *(["--resume"] if resume else []), python=python or self.python)
+        return ChildRun(argv, job.run_dir, grace_s=grace_s).start()
+
+    def import_training_results(self, job: Job, state: RunState) -> TrainingResults:
+        """Load the run's segmentations as new segmentation nodes ("<volume> ExtremeSeg"), one per volume."""
+        from ExtremeSegLib.io.segmentations import read_segmentation
+
+        outputs = state.outputs
+        if not outputs.get("model"):
+            raise InputError(f"the run in {job.run_dir} reported no model file; see its log")
+        nodes = {}
+        for path in outputs.get("segmentations", []):
+            case = Path(path).name[: -len(".seg.nrrd")]
+            volume_node = self.scene.GetNodeByID(job.cases.get(case, ""))
+            geometry, segments = read_segmentation(path)
+            name = f"{volume_node.GetName() if volume_node else case} ExtremeSeg"
+            node, _ = mrml.add_segments(segments, geometry, name=name, scene=self.scene)
+            if volume_node is not None:
+                node.SetNodeReferenceID(VOLUME_REFERENCE_ROLE, volume_node.GetID())
+                nodes[volume_node.GetID()] = node
+        return TrainingResults(Path(outputs["model"]), nodes, outputs)
+
+    def model_summary(self, model_path) -> str:
+        """One line about a model file (recipe, classes, whether it needs clicks), or what is wrong with it."""
+        try:
+            from ExtremeSegLib.training.data import InputSpec
+            from ExtremeSegLib.training.model_file import read_description
+        except ImportError:
+            return "Install ExtremeSeg's dependencies to read model files."
+        try:
+            description = read_description(model_path)
+            needs_points = InputSpec.from_dict(description["inputs"]).needs_points
+        except (InputError, KeyError, TypeError, OSError) as err:
+            return f"Not a usable ExtremeSeg model: {err}"
+        classes = ", ".join(c["name"] for c in description.get("classes", []))
+        clicks = "needs the object's 6 extreme points" if needs_points else "fully automatic"
+        return f"{description['recipe']} model; classes: {classes}; {clicks}."
+
+    def prepare_prediction(self, model_path, volume_node, points_node=None, work_folder=None,
+                           device: str = "auto") -> Job:
+        """Export the volume (and clicks) for ``extremeseg predict``; :class:`InputError` for a click-based
+        model without clicks."""
+        from ExtremeSegLib.io.markups import write_points
+        from ExtremeSegLib.training.data import InputSpec
+        from ExtremeSegLib.training.model_file import read_description
+
+        if volume_node is None:
+            raise InputError("choose the volume to segment")
+        model_path = Path(model_path)
+        description = read_description(model_path)
+        if InputSpec.from_dict(description["inputs"]).needs_points:
+            guide = self.placement_guide(volume_node, "extreme points", points_node)
+            if points_node is None or not guide.complete:
+                raise InputError(f"this model needs the object's 6 extreme points on {volume_node.GetName()!r}: "
+                                 f"{guide.message}")
+        folder = self._new_job_folder(work_folder, "predict")
+        image = folder / "image.nrrd"
+        self._export_volume(volume_node, image)
+        out = folder / "segmentation.seg.nrrd"
+        args = ["predict", "--model", str(model_path), "--image", str(image), "--out", str(out), "--device", device]
+        if points_node is not None:
+            points = write_points(folder / "points.mrk.json", self.placed_points(points_node), name="points")
+            args += ["--points", str(points)]
+        return Job("prediction", f"Segmenting {volume_node.GetName()}", folder, folder, args,
+                   {"image": volume_node.GetID()}, output=out)
+
+    def start_prediction(self, job: Job, python=None) -> ChildRun:
+        """Start ``extremeseg predict ...`` in a child process."""
+        return ChildRun(cli_command(*job.command, python=python or self.python), job.run_dir).start()
+
+    def import_prediction(self, job: Job, segmentation_node=None):
+        """Add the predicted segments to ``segmentation_node`` (new segments) or to a new node; ``(node, ids)``."""
+        from ExtremeSegLib.io.segmentations import read_segmentation
+
+        geometry, segments = read_segmentation(job.output)
+        volume_node = self.scene.GetNodeByID(job.cases["image"])
+        name = f"{volume_node.GetName()} ExtremeSeg" if volume_node else "ExtremeSeg"
+        node, ids = mrml.add_segments(segments, geometry, segmentation_node, name=name, scene=self.scene)
+        return node, ids
+
+    # -- console batch --------------------------------------------------------------------------------
+    @staticmethod
+    def _wait(run: ChildRun, job: Job, callback) -> RunState:
+        try:
+            state = run.wait(callback=callback)
+        except KeyboardInterrupt:  # Ctrl-C in a console: stop the child too, keeping its last checkpoint
+            run.cancel()
+            run.wait(timeout=run.grace_s + 5)
+            raise
+        if state.status == "failed":
+            raise InputError(f"{job.title} failed: {state.error}")
+        if state.status == "cancelled":
+            raise InputError(f"{job.title} was cancelled; resume it with start_training(job, resume=True)")
+        return state
+
+    def segment_volumes(self, volume_nodes, annotation_nodes=None, annotation: str = "extreme points",
+                        recipe: str | None = None, work_folder=None, callback=None, **job_settings) -> TrainingResults:
+        """Train on ``volume_nodes`` with their annotations and load the results; blocks until done.
+
+        ``annotation_nodes``: one point list (or scribble segmentation) per volume; default: each volume's
+        own (:meth:`annotation_node`). ``recipe``: default the first one for ``annotation``.
+        ``callback(event)`` gets every progress event (e.g. ``print``). ``job_settings``: ``structure``,
+        ``epochs``, ``rounds``, ``device``, ``settings`` as in :meth:`prepare_training`.
+        Returns the model file and a new segmentation node per volume.
+        """
+        if recipe is None:
+            choices = self.recipes(annotation)
+            if not choices:
+                raise InputError(f"no training recipe for {annotation} is installed")
+            recipe = choices[0].name
+        job = self.prepare_training(volume_nodes, annotation, recipe, work_folder, annotation_nodes, **job_settings)
+        state = self._wait(self.start_training(job), job, callback)
+        return self.import_training_results(job, state)
+
+    def segment_with_model(self, model_path, volume_nodes, points_nodes=None, segmentation_nodes=None,
+                           work_folder=None, device: str = "auto", callback=None) -> list:
+        """Segment each volume with a trained model; returns one ``(segmentation node, new segment IDs)`` each.
+
+        ``points_nodes``: the clicks per volume for click-based models (None entries otherwise);
+        ``segmentation_nodes``: where to add the segments (None: a new node per volume).
+        """
+        volume_nodes = list(volume_nodes)
+        points_nodes = list(points_nodes) if points_nodes is not None else [None] * len(volume_nodes)
+        segmentation_nodes = (list(segmentation_nodes) if segmentation_nodes is not None
+                              else [None] * len(volume_nodes))
+        results = []
+        for volume, points, target in zip(volume_nodes, points_nodes, segmentation_nodes):
+            job = self.prepare_prediction(model_path, volume, points, work_folder, device)
+            self._wait(self.start_prediction(job), job, callback)
+            results.append(self.import_prediction(job, target))
+        return results

@@ -1,0 +1,142 @@
+"""Static checks of the Slicer GUI files, which need the Slicer application to run.
+
+Every module file compiles; the .ui is well-formed; every ``self.ui.<name>`` the panel uses exists in the
+.ui, and every parameter the .ui binds (``SlicerParameterName``) exists on the parameter node; the
+Segment Editor effect has what Slicer's scripted effect API calls; the CMake file ships every script
+and resource; nothing in the headless part imports qt, ctk or slicer.app.
+"""
+
+import ast
+import py_compile
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = REPO / "ExtremeSeg"
+UI_FILE = MODULE / "Resources" / "UI" / "ExtremeSeg.ui"
+EFFECT_FILE = MODULE / "SegmentEditorExtremeSegLib" / "SegmentEditorEffect.py"
+PY_FILES = sorted(MODULE.rglob("*.py"))
+HEADLESS = sorted((MODULE / "ExtremeSegSlicerLib").glob("*.py"))
+
+
+def _tree(path):
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _class(tree, name):
+    return next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name)
+
+
+def _ui_widgets():
+    root = ET.parse(UI_FILE).getroot()
+    return {w.get("name"): w for w in root.iter("widget")}, root
+
+
+@pytest.mark.parametrize("path", PY_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_module_file_compiles(path, tmp_path):
+    py_compile.compile(str(path), cfile=str(tmp_path / "out.pyc"), doraise=True)
+
+
+def test_ui_is_well_formed_with_unique_names():
+    root = ET.parse(UI_FILE).getroot()
+    assert root.tag == "ui" and root.find("class").text == "ExtremeSeg"
+    names = [w.get("name") for w in root.iter("widget")] + [lay.get("name") for lay in root.iter("layout")]
+    assert len(names) == len(set(names)), "duplicate object names in the .ui"
+    declared = {cw.find("class").text for cw in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    custom = {c for c in used if c.startswith(("ctk", "qMRML", "qSlicer"))}
+    assert custom <= declared, f"custom widgets used but not declared: {custom - declared}"
+
+
+def test_every_ui_name_the_panel_uses_exists():
+    widgets, _ = _ui_widgets()
+    source = (MODULE / "ExtremeSeg.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used, "the panel uses no widget at all?"
+    assert used <= set(widgets), f"used in ExtremeSeg.py but missing from the .ui: {sorted(used - set(widgets))}"
+
+
+def test_bound_parameters_exist_on_the_parameter_node():
+    widgets, _ = _ui_widgets()
+    bound = {}
+    for name, w in widgets.items():
+        for p in w.findall("property"):
+            if p.get("name") == "SlicerParameterName":
+                bound[name] = p.find("string").text
+    assert bound
+    node = _class(_tree(MODULE / "ExtremeSeg.py"), "ExtremeSegParameterNode")
+    fields = {stmt.target.id for stmt in node.body if isinstance(stmt, ast.AnnAssign)}
+    assert set(bound.values()) <= fields, f"bound in the .ui but not parameters: {set(bound.values()) - fields}"
+
+
+def test_mrml_widgets_get_the_scene():
+    widgets, root = _ui_widgets()
+    receivers = {c.find("receiver").text for c in root.iter("connection")
+                 if c.find("slot").text == "setMRMLScene(vtkMRMLScene*)"}
+    mrml = {name for name, w in widgets.items() if w.get("class").startswith(("qMRML", "qSlicerMarkups"))
+            and w.get("class") != "qMRMLWidget"}
+    assert mrml and mrml <= receivers, f"MRML widgets without setMRMLScene: {mrml - receivers}"
+
+
+def test_module_classes_follow_slicer_naming():
+    tree = _tree(MODULE / "ExtremeSeg.py")
+    bases = {n.name: [ast.unparse(b) for b in n.bases] for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    assert bases["ExtremeSeg"] == ["ScriptedLoadableModule"]
+    assert "ScriptedLoadableModuleWidget" in bases["ExtremeSegWidget"]
+    assert "ScriptedLoadableModuleLogic" in bases["ExtremeSegLogic"]
+    assert "ExtremeSegNodeLogic" in bases["ExtremeSegLogic"]
+    assert bases["ExtremeSegTest"] == ["ScriptedLoadableModuleTest"]
+    widget = {f.name for f in _class(tree, "ExtremeSegWidget").body if isinstance(f, ast.FunctionDef)}
+    assert {"setup", "cleanup", "enter", "exit"} <= widget
+
+
+def test_effect_has_what_slicer_calls():
+    tree = _tree(EFFECT_FILE)
+    # Slicer instantiates the class named after the file ("SegmentEditorEffect") from the folder's package
+    effect = _class(tree, "SegmentEditorEffect")
+    assert [ast.unparse(b) for b in effect.bases] == ["AbstractScriptedSegmentEditorEffect"]
+    methods = {f.name for f in effect.body if isinstance(f, ast.FunctionDef)}
+    required = {"__init__", "clone", "icon", "helpText", "setupOptionsFrame", "setMRMLDefaults",
+                "updateGUIFromMRML", "updateMRMLFromGUI", "activate", "deactivate", "cleanup"}
+    assert required <= methods, f"missing effect methods: {required - methods}"
+    init = ast.unparse(next(f for f in effect.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"))
+    assert "scriptedEffect.name = " in init
+    apply = ast.unparse(next(f for f in effect.body if isinstance(f, ast.FunctionDef) and f.name == "onApply"))
+    assert apply.index("saveStateForUndo") < apply.index("apply_preview"), "undo state must be saved before applying"
+    package = (MODULE / "SegmentEditorExtremeSegLib" / "__init__.py").read_text()
+    assert "SegmentEditorEffect" in package
+    registration = (MODULE / "ExtremeSeg.py").read_text()
+    assert '"SegmentEditorExtremeSegLib" / "SegmentEditorEffect.py"' in registration
+
+
+def test_headless_files_import_no_gui():
+    forbidden = {"qt", "ctk", "slicer.app", "SegmentEditorEffects"}
+    for path in HEADLESS:
+        tree = _tree(path)
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+        assert not imported & forbidden, f"{path.name} imports {imported & forbidden}"
+        uses_app = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in ("app", "modules")
+                    and isinstance(n.value, ast.Name) and n.value.id == "slicer"]
+        assert not uses_app, f"{path.name} uses slicer.app or slicer.modules (line {uses_app and uses_app[0].lineno})"
+
+
+def test_cmake_ships_every_script_and_resource():
+    cmake = (MODULE / "CMakeLists.txt").read_text()
+    listed = set(re.findall(r"^\s+([\w/${}]+\.(?:py|ui|png))\s*$", cmake, re.M))
+    listed = {item.replace("${MODULE_NAME}", "ExtremeSeg") for item in listed}
+    on_disk = {str(p.relative_to(MODULE)) for p in PY_FILES}
+    on_disk |= {str(p.relative_to(MODULE)) for p in MODULE.rglob("*") if p.suffix in (".ui", ".png")}
+    assert on_disk == listed, f"not shipped: {on_disk - listed}; listed but absent: {listed - on_disk}"
+    assert "slicerMacroBuildScriptedModule(" in cmake and "slicer_add_python_unittest(" in cmake
+    assert "ExtremeSegLib/*.py" in cmake  # the core package is shipped next to the module
+    top = (REPO / "CMakeLists.txt").read_text()
+    assert "add_subdirectory(ExtremeSeg)" in top
+    assert (REPO / "Resources" / "ExtremeSeg.png").exists()  # EXTENSION_ICONURL points at it
