@@ -1,0 +1,46 @@
+"""``extremeseg predict``: segment an image with a trained model file (with the user's clicks if it uses them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads must not spin on shared CPUs
+
+from ..errors import CancelledError, InputError  # noqa: E402
+
+HELP = "segment an image with a trained model (.pt), optionally with the object's 6 extreme points"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", type=Path, required=True, help="model file written by `extremeseg train` (model.pt)")
+    parser.add_argument("--image", type=Path, required=True, help="image to segment (.nii.gz, .nii, .nrrd)")
+    parser.add_argument("--points", type=Path, help="the object's 6 extreme points (.mrk.json), for click-based models")
+    parser.add_argument("--out", type=Path, required=True, help="segmentation to write (.seg.nrrd)")
+    parser.add_argument("--probability", type=Path,
+                        help="also write the foreground probability (.nii.gz/.nrrd; one file per class if several)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--progress-jsonl", action="store_true",
+                        help="report as JSON lines on stdout (a final \"done\" event lists the files written)")
+
+
+def run(args) -> int:
+    from ..progress import Progress
+    from ..recipes import predict
+
+    progress = Progress(jsonl=args.progress_jsonl)
+    try:
+        written = predict(args.model, args.image, args.out, points=args.points, probability=args.probability,
+                          device=args.device, overwrite=args.overwrite, progress=progress)
+    except (InputError, CancelledError) as err:
+        if args.progress_jsonl:
+            progress.emit("error", message=str(err))
+        raise
+    outputs = {k: [str(p) for p in v] if isinstance(v, list) else str(v) for k, v in written.items()}
+    if args.progress_jsonl:
+        progress.emit("done", outputs=outputs)
+    else:
+        for what, paths in outputs.items():
+            print(f"{what}: {', '.join(paths) if isinstance(paths, list) else paths}")
+    return 0

@@ -1,0 +1,59 @@
+"""Recipes: one per method (paper), each a :class:`~.rounds.Recipe` run by the shared loop.
+
+Python API (what ``extremeseg train`` / ``extremeseg predict``, the Slicer module and the console call)::
+
+    from ExtremeSegLib.recipes import JobConfig, train, predict
+    outputs = train(JobConfig.from_json("job.json"))            # -> {"model": ..., "segmentations": [...], ...}
+    predict("run/model.pt", "image.nii.gz", "out.seg.nrrd", points="points.mrk.json")
+
+Recipes register by name in :data:`RECIPES`; another method adds itself with :func:`register_recipe`.
+"""
+
+from __future__ import annotations
+
+from ..errors import InputError
+from ..progress import Progress
+from .config import CaseConfig, ClassConfig, JobConfig, NetworkConfig, RoundsConfig
+from .extreme_points import ExtremePointsRecipe
+from .fully_supervised import FullySupervisedRecipe
+from .rounds import Job, PreparedCase, Recipe, run_job
+from .scribbles import ScribblesRecipe
+
+#: recipe name (``"recipe"`` in a job config) -> Recipe class
+RECIPES = {ExtremePointsRecipe.name: ExtremePointsRecipe, FullySupervisedRecipe.name: FullySupervisedRecipe,
+           ScribblesRecipe.name: ScribblesRecipe}
+
+
+def register_recipe(recipe_class) -> None:
+    """Make a :class:`Recipe` subclass available under its ``name``."""
+    RECIPES[recipe_class.name] = recipe_class
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise InputError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[name]()
+
+
+def train(config: JobConfig, progress: Progress = None, resume: bool = False, config_path=None) -> dict:
+    """Run a training job (see :mod:`.rounds` for the run folder it writes); returns the outputs' paths.
+
+    ``resume`` continues the run in ``config.output`` from its last checkpoint. ``config_path``: the JSON file
+    the config came from, if it lies in the output folder (it is then not counted as existing content).
+    """
+    return run_job(config, get_recipe(config.recipe), progress, resume, config_path)
+
+
+def predict(model, image, segmentation, points=None, probability=None, device: str = "auto",
+            overwrite: bool = False, progress: Progress = None) -> dict:
+    """Segment an image file with a model file (``points``: a ``.mrk.json`` for click-based models).
+
+    Writes ``segmentation`` (``.seg.nrrd``) and, if given, the class probabilities to ``probability``.
+    """
+    from ..training.inference import predict_file
+
+    return predict_file(model, image, segmentation, points, probability, device, overwrite, progress)
+
+
+__all__ = ["CaseConfig", "ClassConfig", "JobConfig", "NetworkConfig", "RoundsConfig", "Job", "PreparedCase", "Recipe",
+           "RECIPES", "register_recipe", "get_recipe", "train", "predict", "run_job"]

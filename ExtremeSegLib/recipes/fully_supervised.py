@@ -1,0 +1,28 @@
+"""Full supervision: the same network, inputs and budget as a weak recipe, trained on the dense labels.
+
+This is the reference every weak result is reported against. With the default inputs (crop around the
+extreme points, heatmap channel) it needs the points too, so that both models see the same input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..pseudolabel.label import PseudoLabel
+from .rounds import Recipe
+
+
+class FullySupervisedRecipe(Recipe):
+    """Dense labels (``label`` per case, mapped to classes by ``classes[].label_values``); one training round."""
+
+    name = "fully_supervised"
+    title = "Full labels (the reference for weak recipes)"
+    annotation = "labels"
+    refines = False
+
+    def needs(self, config) -> tuple:
+        return super().needs(config) + ("label",)
+
+    def initial_label(self, job, case) -> PseudoLabel:
+        probabilities = case.reference_on_grid(job.num_classes)
+        return PseudoLabel(probabilities, np.ones(probabilities.shape[1:], np.float32), case.frame.grid)

@@ -1,0 +1,457 @@
+"""The job every recipe shares: cases -> model grids -> pseudo-labels -> training rounds -> model + segmentations.
+
+A recipe (:class:`Recipe`) supplies three things: the first pseudo-label of a case, the loss, and (optionally)
+how to refine a case's pseudo-label from the network's prediction between rounds. :func:`run_job` does the
+rest: reads the cases, plans the network, trains with :func:`~ExtremeSegLib.training.engine.fit`, predicts,
+refines, measures, stops when consecutive pseudo-labels agree or at the round limit, and writes the model file,
+the segmentations and the per-round history (JSON, Markdown, plot).
+
+Run folder (``config.output``)::
+
+    model.pt                      the trained model (see training/model_file.py)
+    segmentations/<case>.seg.nrrd training cases segmented by the final network
+    validation/<case>.seg.nrrd    validation cases (when the job lists some)
+    rounds.json, rounds.md        per-round losses, Dice against the references (when labels are given), agreement
+    rounds.png                    the same as a plot (when matplotlib is installed)
+    state/                        job.json, state.json, checkpoint.pt, labels_round<R>.npz: what --resume needs
+    CANCEL                        create it to cancel (the run stops after its last checkpoint)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..annotations import ExtremePoints
+from ..errors import InputError
+from ..evaluation.cases import volume_stem
+from ..io.markups import read_points
+from ..io.segmentations import Segment, write_segmentation
+from ..io.volumes import read_image, read_labelmap, write_atomically
+from ..metrics import dice
+from ..progress import Progress
+from ..pseudolabel.label import PseudoLabel
+from ..volume import Volume
+from ..training.data import CaseFrame, InputSpec, TrainingVolume, frame_case, median_spacing, network_inputs
+from ..training.engine import fit, load_checkpoint, select_device
+from ..training.inference import background_fill, predict_probabilities
+from ..training.losses import build_loss
+from ..training.model_file import save_model
+from ..training.networks import build_network, plan_network, total_stride
+from .config import CaseConfig, JobConfig
+
+
+# -- cases ------------------------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class PreparedCase:
+    """A case ready for training: its image, model grid (``frame``), network inputs and annotations.
+
+    ``reference``: class indices (0 = background, n = ``config.classes[n - 1]``) on the image grid, from the
+    label file (``None`` without one). Recipes read other annotations (scribbles) from the case's config.
+    """
+
+    name: str
+    image: Volume
+    frame: CaseFrame
+    inputs: np.ndarray
+    points: Optional[ExtremePoints] = None
+    reference: Optional[np.ndarray] = None
+
+    def reference_on_grid(self, num_classes: int) -> np.ndarray:
+        """The reference as class probabilities ``(C,) + grid`` (one-hot, linearly resampled)."""
+        one_hot = np.stack([(self.reference == c) for c in range(num_classes)]).astype(np.float32)
+        return self.frame.to_model(one_hot, "linear")
+
+
+def class_indices(labels: np.ndarray, classes) -> np.ndarray:
+    """Label values -> class indices (uint8): 0 background, n for ``classes[n - 1].label_values``."""
+    out = np.zeros(labels.shape, dtype=np.uint8)
+    for n, cls in enumerate(classes, start=1):
+        out[np.isin(labels, cls.label_values)] = n
+    return out
+
+
+def case_name(case: CaseConfig) -> str:
+    return case.name or volume_stem(Path(case.image)) or Path(case.image).name
+
+
+def read_case(case: CaseConfig, classes) -> tuple:
+    """``(image, points or None, reference or None)`` from the case's files."""
+    image = read_image(case.image)
+    points = ExtremePoints.from_points(read_points(case.points)[0], image) if case.points else None
+    reference = None
+    if case.label:
+        label = read_labelmap(case.label)
+        image.require_same_geometry(label, f"the label {case.label}")
+        reference = class_indices(label.array, classes)
+    return image, points, reference
+
+
+def prepare_case(case: CaseConfig, name: str, read: tuple, spec: InputSpec) -> PreparedCase:
+    image, points, reference = read
+    frame = frame_case(image, spec, points)
+    return PreparedCase(name, image, frame, network_inputs(frame, spec, points), points, reference)
+
+
+# -- recipes ------------------------------------------------------------------------------------------------
+
+class Recipe:
+    """What a method supplies to the shared loop. Subclasses set ``name`` and override what they change."""
+
+    name = ""
+    #: what a user picks in the Slicer panel, and which annotation (e.g. "extreme points") the recipe trains from
+    title = ""
+    annotation = ""
+    #: whether :meth:`refine` relabels between rounds (else one training round)
+    refines = False
+
+    def needs(self, config: JobConfig) -> tuple:
+        """Per-case files training needs besides the image (``points``, ``label``, ``scribble``)."""
+        return ("points",) if config.inputs.needs_points else ()
+
+    def check(self, config: JobConfig) -> None:
+        """Recipe-specific checks of the config (:class:`InputError`)."""
+
+    def initial_label(self, job: "Job", case: PreparedCase) -> PseudoLabel:
+        """The first pseudo-label of a case, on its model grid (``case.frame.grid``)."""
+        raise NotImplementedError
+
+    def loss(self, job: "Job") -> torch.nn.Module:
+        return build_loss(job.config.training.loss)
+
+    def refine(self, job: "Job", case: PreparedCase, probabilities: np.ndarray, label: PseudoLabel) -> PseudoLabel:
+        """The next round's pseudo-label from the network's ``probabilities`` ``(C,) + grid`` and the current one."""
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class Job:
+    """A running job: its config, recipe, device, run folder, network and what was planned for it."""
+
+    config: JobConfig
+    recipe: Recipe
+    progress: Progress
+    device: torch.device
+    folder: Path
+    inputs: InputSpec = None
+    network: torch.nn.Module = None
+    network_params: dict = field(default_factory=dict)
+    patch_size: tuple = None
+    multiple: tuple = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.config.classes) + 1
+
+    @property
+    def state_dir(self) -> Path:
+        return self.folder / "state"
+
+    def predict(self, case: PreparedCase) -> np.ndarray:
+        """Class probabilities ``(C,) + grid`` of the current network for a case."""
+        return predict_probabilities(self.network, case.inputs, self.patch_size, self.device, self.config.training.amp,
+                                     progress=self.progress)
+
+
+# -- planning -----------------------------------------------------------------------------------------------
+
+def plan(config: JobConfig, spacing_mm, grid_shapes, in_channels: int, out_channels: int):
+    """``(network hyper-parameters, patch size)``: the patch covers the median model grid (or the configured
+    patch), rounded up to the network's total stride, shrunk along its longest side (mm) to fit
+    ``training.max_patch_voxels``."""
+    settings, net = config.training, config.network
+    target = np.asarray(settings.patch_size or np.median(np.asarray(grid_shapes), axis=0), dtype=float)
+    target = np.maximum(np.round(target), 1)
+    while True:
+        kernels, strides = plan_network(spacing_mm, target, max_levels=net.max_levels or len(net.filters),
+                                        slice_wise=net.slice_wise)
+        multiple = total_stride(strides)
+        patch = (np.ceil(target / multiple) * multiple).astype(int)
+        if np.prod(patch) <= settings.max_patch_voxels or settings.patch_size is not None:
+            break
+        longest = int(np.argmax(patch * np.asarray(spacing_mm)))
+        target[longest] = max(1.0, np.floor(target[longest] * 0.85))
+    params = dict(in_channels=in_channels, out_channels=out_channels, kernels=kernels, strides=strides,
+                  filters=list(net.filters[: len(strides)]), dropout=net.dropout, dropout_levels=net.dropout_levels,
+                  norm=net.norm)
+    return params, tuple(int(n) for n in patch), tuple(int(n) for n in multiple)
+
+
+# -- run folder state -----------------------------------------------------------------------------------------
+
+def _write_json(path: Path, data) -> None:
+    write_atomically(path, True, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
+
+
+def save_labels(path: Path, labels) -> None:
+    """Pseudo-labels of all cases (float16) in one compressed ``.npz`` file, written atomically."""
+    arrays = {}
+    for n, label in enumerate(labels):
+        arrays[f"p{n}"] = label.probabilities.astype(np.float16)
+        arrays[f"w{n}"] = label.weight.astype(np.float16)
+    write_atomically(path, True, lambda tmp: np.savez_compressed(tmp, **arrays))
+
+
+def load_labels(path: Path, cases) -> list:
+    with np.load(path) as data:
+        return [PseudoLabel(data[f"p{n}"].astype(np.float32), data[f"w{n}"].astype(np.float32), case.frame.grid)
+                for n, case in enumerate(cases)]
+
+
+def _open_run_folder(config: JobConfig, resume: bool, config_path) -> tuple:
+    """The run folder and its state (a new one for a new run); refuses folders it must not write into."""
+    folder = Path(config.output)
+    state_file = folder / "state" / "state.json"
+    if resume:
+        if not state_file.is_file():
+            raise InputError(f"there is no run to resume in {folder} (no state/state.json); start it without --resume")
+        saved = json.loads((folder / "state" / "job.json").read_text())
+        if saved != config.to_dict():
+            changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
+            raise InputError(f"the run in {folder} was started with a different configuration (differs in: "
+                             f"{', '.join(changed)}); resume with the same config, or choose a new output folder")
+        return folder, json.loads(state_file.read_text())
+    if state_file.is_file():
+        raise InputError(f"{folder} already holds a training run; resume it (--resume) or choose another output folder")
+    ignored = {"CANCEL"} | ({Path(config_path).resolve().name} if config_path and
+                            Path(config_path).resolve().parent == folder.resolve() else set())
+    if folder.is_dir() and any(p.name not in ignored for p in folder.iterdir()):
+        raise InputError(f"output folder {folder} is not empty; choose a new or empty folder so that nothing in it "
+                         "is overwritten")
+    (folder / "state").mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "state" / "job.json", config.to_dict())
+    state = {"round": 0, "phase": "train", "history": []}
+    _write_json(state_file, state)  # from here on the run can be resumed, whatever happens
+    return folder, state
+
+
+# -- measuring ------------------------------------------------------------------------------------------------
+
+def class_dice(labels: np.ndarray, reference: np.ndarray, num_classes: int) -> list:
+    """Dice per foreground class of two class-index maps."""
+    return [dice(labels == c, reference == c) for c in range(1, num_classes)]
+
+
+def _mean(rows) -> Optional[float]:
+    rows = [r for r in rows if r is not None]
+    return float(np.mean(rows)) if rows else None
+
+
+def _hard_on_image(case: PreparedCase, probabilities: np.ndarray) -> np.ndarray:
+    return np.argmax(case.frame.to_image(probabilities, background_fill(probabilities.shape[0])), axis=0).astype(np.uint8)
+
+
+# -- the loop -----------------------------------------------------------------------------------------------
+
+def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume: bool = False,
+            config_path=None) -> dict:
+    """Run a training job to the end (or continue one with ``resume``); returns the outputs written.
+
+    Raises :class:`InputError` for bad input and :class:`~ExtremeSegLib.errors.CancelledError` when
+    cancelled (everything needed to resume is kept in ``<output>/state``).
+    """
+    progress = progress or Progress(bar=False)
+    recipe.check(config)
+    config.require_files(recipe.needs(config))
+    folder, state = _open_run_folder(config, resume, config_path)
+    cancel = folder / "CANCEL"
+    if cancel.exists():
+        cancel.unlink()  # a request aimed at an earlier run; this run starts now
+    job = Job(config, recipe, progress, select_device(config.device), folder)
+    settings = config.training
+    max_rounds = config.rounds.max_rounds if recipe.refines else 1
+    progress.emit("start", total_epochs=settings.epochs * max_rounds, rounds=max_rounds, device=str(job.device))
+
+    # cases -> model grids
+    names = [case_name(c) for c in config.cases + config.validation]
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise InputError(f"two cases are both called {duplicate!r}; give them distinct names (\"name\" in the case)")
+    read = [read_case(c, config.classes) for c in config.cases]
+    job.inputs = config.inputs.resolved(config.modality, median_spacing([r[0] for r in read]))
+    cases = [prepare_case(c, n, r, job.inputs) for c, n, r in zip(config.cases, names, read)]
+    validation = [prepare_case(c, n, read_case(c, config.classes), job.inputs)
+                  for c, n in zip(config.validation, names[len(cases):])]
+    job.network_params, job.patch_size, job.multiple = plan(
+        config, job.inputs.spacing_mm, [c.frame.grid.shape for c in cases], len(job.inputs.channels), job.num_classes)
+    torch.manual_seed(settings.seed)
+    job.network = build_network(**job.network_params).to(job.device)
+    checkpoint = job.state_dir / "checkpoint.pt"
+    if checkpoint.exists():  # a resumed run: the weights where it stopped
+        job.network.load_state_dict(load_checkpoint(checkpoint)["model"])
+    progress.message(f"{len(cases)} training cases on a {job.inputs.spacing_mm} mm grid, patch {list(job.patch_size)}, "
+                     f"{len(job.network_params['strides'])} levels, device {job.device}")
+
+    if state["phase"] == "done":
+        progress.message(f"the run in {folder} is already finished")
+        outputs = state["outputs"]
+        progress.emit("done", outputs=outputs)
+        return outputs
+    labels_path = job.state_dir / f"labels_round{state['round']}.npz"
+    if not labels_path.exists():
+        progress.bar(len(cases), "pseudo-labels")
+        first = []
+        for case in cases:
+            progress.check_cancelled()
+            first.append(recipe.initial_label(job, case))
+            progress.advance(1)
+        progress.close_bar()
+        save_labels(labels_path, first)
+    labels = load_labels(labels_path, cases)  # train on exactly what a resumed run would read back
+
+    loss_fn = recipe.loss(job)
+    final_labels = {}
+    while True:
+        r = state["round"]
+        started = time.perf_counter()
+        if state["phase"] == "train":
+            volumes = [TrainingVolume(c.inputs, lab.probabilities, lab.weight) for c, lab in zip(cases, labels)]
+            result = fit(job.network, volumes, settings, spacing_mm=job.inputs.spacing_mm, patch_size=job.patch_size,
+                         multiple=job.multiple, device=job.device, checkpoint=checkpoint, progress=progress,
+                         round_index=r, loss_fn=loss_fn)
+            job.patch_size = result.patch_size
+            state.update(phase="refine", last_loss=result.losses[-1], train_seconds=time.perf_counter() - started)
+            _write_json(job.state_dir / "state.json", state)
+        started = time.perf_counter()
+        last = r + 1 >= max_rounds
+        row = {"round": r, "epochs": settings.epochs, "loss": state.get("last_loss"),
+               "train_seconds": state.get("train_seconds")}
+        label_dice, network_dice, agreement, new_labels = [], [], [], []
+        progress.bar(len(cases), f"round {r}: predicting" + ("" if last else " and refining"))
+        for case, label in zip(cases, labels):
+            progress.check_cancelled()
+            probabilities = job.predict(case)
+            final_labels[case.name] = _hard_on_image(case, probabilities)
+            if case.reference is not None:
+                label_dice.append(class_dice(_hard_on_image(case, label.probabilities), case.reference, job.num_classes))
+                network_dice.append(class_dice(final_labels[case.name], case.reference, job.num_classes))
+            if not last:
+                refined = recipe.refine(job, case, probabilities, label)
+                agreement.append(class_dice(refined.hard(), label.hard(), job.num_classes))
+                new_labels.append(refined)
+            progress.advance(1)
+        progress.close_bar()
+        validation_dice, validation_labels = [], {}
+        for case in validation:
+            progress.check_cancelled()
+            validation_labels[case.name] = _hard_on_image(case, job.predict(case))
+            validation_dice.append(class_dice(validation_labels[case.name], case.reference, job.num_classes))
+        row.update(
+            pseudolabel_dice=_mean(np.mean(label_dice, axis=0)) if label_dice else None,
+            train_dice=_mean(np.mean(network_dice, axis=0)) if network_dice else None,
+            validation_dice=_mean(np.mean(validation_dice, axis=0)) if validation_dice else None,
+            validation_dice_per_class=np.mean(validation_dice, axis=0).tolist() if validation_dice else None,
+            agreement=_mean(np.mean(agreement, axis=0)) if agreement else None,
+            refine_seconds=time.perf_counter() - started,
+        )
+        state["history"].append(row)
+        shown = row["validation_dice"] if row["validation_dice"] is not None else row["train_dice"]
+        progress.emit("round", round=r, dice=shown, agreement=row["agreement"], pseudolabel_dice=row["pseudolabel_dice"],
+                      validation_dice=row["validation_dice"])
+        converged = row["agreement"] is not None and row["agreement"] >= config.rounds.agreement
+        if last or converged:
+            if converged:
+                progress.message(f"pseudo-labels of rounds {r} and {r + 1} agree (Dice {row['agreement']:.4f} >= "
+                                 f"{config.rounds.agreement}): stopping")
+            break
+        next_path = job.state_dir / f"labels_round{r + 1}.npz"
+        save_labels(next_path, new_labels)
+        labels = load_labels(next_path, cases)
+        state.update(round=r + 1, phase="train")
+        _write_json(job.state_dir / "state.json", state)
+        (job.state_dir / f"labels_round{r}.npz").unlink(missing_ok=True)
+
+    outputs = _finish(job, cases, validation, final_labels, validation_labels, state["history"])
+    state.update(phase="done", outputs=outputs)
+    _write_json(job.state_dir / "state.json", state)
+    for old in job.state_dir.glob("labels_round*.npz"):
+        old.unlink()
+    progress.emit("done", outputs=outputs)
+    return outputs
+
+
+def _finish(job: Job, cases, validation, final_labels: dict, validation_labels: dict, history: list) -> dict:
+    """Write the model file, the segmentations and the round history; returns their paths (strings)."""
+    config = job.config
+    description = {
+        "recipe": config.recipe,
+        "network": job.network_params,
+        "inputs": job.inputs.to_dict(),
+        "patch_size": list(job.patch_size),
+        "classes": [{"name": c.name, "label_values": list(c.label_values)} for c in config.classes],
+        "modality": config.modality,
+        "training": {"cases": len(cases), "rounds": len(history), "epochs_per_round": config.training.epochs,
+                     "final_loss": history[-1]["loss"], "seed": config.training.seed},
+    }
+    outputs = {"model": str(save_model(job.folder / "model.pt", job.network.cpu(), description, overwrite=True))}
+    job.network.to(job.device)
+    for subfolder, group, hard in (("segmentations", cases, final_labels), ("validation", validation, validation_labels)):
+        if not group:
+            continue
+        (job.folder / subfolder).mkdir(exist_ok=True)
+        paths = []
+        for case in group:
+            segments = [Segment(c.name, hard[case.name] == n, label_value=n)
+                        for n, c in enumerate(config.classes, start=1)]
+            paths.append(str(write_segmentation(job.folder / subfolder / f"{case.name}.seg.nrrd", case.image, segments,
+                                                overwrite=True)))
+        outputs[subfolder] = paths
+    outputs.update(write_history(job.folder, history, config.recipe))
+    return outputs
+
+
+def write_history(folder: Path, history: list, title: str) -> dict:
+    """``rounds.json``, ``rounds.md`` and (with matplotlib) ``rounds.png`` of the per-round figures."""
+    _write_json(folder / "rounds.json", history)
+
+    def fmt(value, digits=3):
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    lines = [f"# {title}: rounds", "",
+             "| Round | Epochs | Final loss | Pseudo-label Dice (train) | Network Dice (train) | Network Dice (validation) "
+             "| Agreement with next labels | Train s | Predict+refine s |", "|---" * 9 + "|"]
+    for row in history:
+        lines.append(f"| {row['round']} | {row['epochs']} | {fmt(row['loss'], 4)} | {fmt(row['pseudolabel_dice'])} | "
+                     f"{fmt(row['train_dice'])} | {fmt(row['validation_dice'])} | {fmt(row['agreement'], 4)} | "
+                     f"{fmt(row['train_seconds'], 0)} | {fmt(row['refine_seconds'], 0)} |")
+    (folder / "rounds.md").write_text("\n".join(lines) + "\n")
+    outputs = {"rounds": str(folder / "rounds.json"), "rounds_table": str(folder / "rounds.md")}
+    plot = plot_rounds(folder / "rounds.png", history, title)
+    if plot is not None:
+        outputs["rounds_plot"] = str(plot)
+    return outputs
+
+
+def plot_rounds(path: Path, history: list, title: str) -> Optional[Path]:
+    """Dice per round as a PNG; ``None`` when matplotlib is not installed (the figures are in rounds.json)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    rounds = [row["round"] for row in history]
+    for key, name in (("pseudolabel_dice", "pseudo-labels (train)"), ("train_dice", "network (train)"),
+                      ("validation_dice", "network (validation)"), ("agreement", "agreement with next labels")):
+        values = [row.get(key) for row in history]
+        if any(v is not None for v in values):
+            axes.plot(rounds, [np.nan if v is None else v for v in values], marker="o", label=name)
+    axes.set_xlabel("round")
+    axes.set_ylabel("Dice")
+    axes.set_xticks(rounds)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if axes.lines:
+        axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    return path

@@ -1,0 +1,182 @@
+"""Recipes end to end on small synthetic cases (files in, model + segmentations + rounds out): extreme points
+with random-walker rounds, full supervision; cancel and resume at the job level; the regularisation step alone."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_ellipsoid
+
+from ExtremeSegLib.cli import main
+from ExtremeSegLib.errors import CancelledError, InputError
+from ExtremeSegLib.io import read_segmentation, write_points, write_volume
+from ExtremeSegLib.metrics import dice
+from ExtremeSegLib.progress import Progress
+from ExtremeSegLib.recipes import JobConfig, predict, train
+from ExtremeSegLib.recipes.extreme_points import erode_mm, random_walker_regularisation
+from ExtremeSegLib.simulate import simulate_extreme_points
+from ExtremeSegLib.training.model_file import read_description
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and idle OpenMP threads spin when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_case(folder, n, rng):
+    image, label = make_ellipsoid(shape=(30, 28, 12), radii_mm=tuple(rng.uniform(6.0, 9.0, 3)), spacing=(1.0, 1.0, 2.0),
+                                  noise=0.6, seed=n)
+    label = label.with_array(label.array * 3)  # the object is label 3 (as ACDC's LV)
+    write_volume(image, folder / f"case{n}_image.nii.gz")
+    write_volume(label, folder / f"case{n}_label.nii.gz")
+    write_points(folder / f"case{n}.mrk.json", simulate_extreme_points(label, noise_mm=0.5, seed=n))
+    return {"image": f"case{n}_image.nii.gz", "points": f"case{n}.mrk.json", "label": f"case{n}_label.nii.gz",
+            "name": f"case{n}"}
+
+
+@pytest.fixture
+def job(tmp_path):
+    rng = np.random.default_rng(0)
+    cases = [write_case(tmp_path, n, rng) for n in range(4)]
+    data = {"recipe": "extreme_points", "output": "run", "cases": cases[:3], "validation": cases[3:],
+            "classes": [{"name": "object", "label_values": [3]}], "inputs": {"pad_mm": 4.0},
+            "network": {"filters": [8, 16, 32]}, "training": {"epochs": 3, "steps_per_epoch": 3, "learning_rate": 0.005},
+            "rounds": {"max_rounds": 2, "agreement": 1.0}, "device": "cpu"}
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_points_to_model_and_segmentations(job):
+    stream = io.StringIO()
+    outputs = train(JobConfig.from_json(job), Progress(jsonl=True, stream=stream))
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert events[0] == {"event": "start", "total_epochs": 6, "rounds": 2, "device": "cpu"}
+    assert [e["round"] for e in events if e["event"] == "round"] == [0, 1] and events[-1]["event"] == "done"
+
+    history = json.loads(open(outputs["rounds"]).read())
+    assert len(history) == 2
+    assert history[0]["pseudolabel_dice"] > 0.8  # the random walker from clicks on a clean object
+    assert history[0]["agreement"] is not None and history[1]["agreement"] is None
+    assert history[1]["train_dice"] > 0.5 and history[1]["validation_dice"] > 0.5
+    assert "rounds_plot" in outputs and len(outputs["segmentations"]) == 3 and len(outputs["validation"]) == 1
+
+    description = read_description(outputs["model"])
+    assert description["recipe"] == "extreme_points" and description["inputs"]["spacing_mm"] == [1.0, 1.0, 2.0]
+    assert description["classes"] == [{"name": "object", "label_values": [3]}]
+    folder = job.parent
+    written = predict(outputs["model"], folder / "case3_image.nii.gz", folder / "case3.seg.nrrd",
+                      points=folder / "case3.mrk.json", device="cpu")
+    geometry, segments = read_segmentation(written["segmentation"])
+    _, validation_segments = read_segmentation(outputs["validation"][0])
+    assert np.array_equal(segments[0].mask, validation_segments[0].mask)  # the API and the run agree
+
+
+def test_rounds_stop_when_consecutive_pseudo_labels_agree(job):
+    data = json.loads(job.read_text())
+    data["rounds"] = {"max_rounds": 3, "agreement": 0.5}
+    job.write_text(json.dumps(data))
+    stream = io.StringIO()
+    outputs = train(JobConfig.from_json(job), Progress(jsonl=True, stream=stream))
+    history = json.loads(open(outputs["rounds"]).read())
+    assert len(history) == 1 and history[0]["agreement"] >= 0.5
+    assert any("agree" in e.get("text", "") for e in map(json.loads, stream.getvalue().splitlines()))
+
+
+def test_fully_supervised_trains_one_round_on_the_dense_labels(job):
+    data = json.loads(job.read_text())
+    data.update(recipe="fully_supervised", pseudolabel={})
+    job.write_text(json.dumps(data))
+    outputs = train(JobConfig.from_json(job))
+    history = json.loads(open(outputs["rounds"]).read())
+    assert len(history) == 1 and history[0]["agreement"] is None
+    assert history[0]["pseudolabel_dice"] > 0.97  # the dense labels, through the model grid and back
+    assert history[0]["validation_dice"] > 0.5
+    assert read_description(outputs["model"])["recipe"] == "fully_supervised"
+
+
+class CancelInRoundZero(Progress):
+    def __init__(self, cancel_file):
+        super().__init__(jsonl=True, stream=io.StringIO(), cancel_file=cancel_file)
+
+    def emit(self, event, **fields):
+        super().emit(event, **fields)
+        if event == "epoch" and fields["round"] == 0 and fields["epoch"] == 2:
+            self.cancel_file.write_text("stop")
+
+
+def test_cancel_then_resume_finishes_the_same_job(job):
+    config = JobConfig.from_json(job)
+    run = job.parent / "run"
+    with pytest.raises(CancelledError):
+        train(config, CancelInRoundZero(run / "CANCEL"))
+    state = json.loads((run / "state" / "state.json").read_text())
+    assert state["round"] == 0 and state["phase"] == "train" and not state["history"]
+    assert not (run / "model.pt").exists()
+
+    with pytest.raises(InputError, match="already holds a training run"):
+        train(config)
+    changed = json.loads(job.read_text())
+    changed["training"]["epochs"] = 4
+    job.with_name("changed.json").write_text(json.dumps(changed))
+    with pytest.raises(InputError, match="different configuration .*training"):
+        train(JobConfig.from_json(job.with_name("changed.json")), resume=True)
+
+    stream = io.StringIO()
+    outputs = train(config, Progress(jsonl=True, stream=stream), resume=True)  # the stale CANCEL file is cleared
+    epochs = [(e["round"], e["epoch"]) for e in map(json.loads, stream.getvalue().splitlines()) if e["event"] == "epoch"]
+    assert epochs == [(0, 3), (1, 1), (1, 2), (1, 3)]
+    assert len(json.loads(open(outputs["rounds"]).read())) == 2 and (run / "model.pt").exists()
+    assert not list((run / "state").glob("labels_round*.npz"))
+
+
+def test_train_command_speaks_json_lines(job, capsys):
+    data = json.loads(job.read_text())
+    data["training"]["epochs"], data["rounds"]["max_rounds"] = 1, 1
+    job.write_text(json.dumps(data))
+    assert main(["train", "--config", str(job), "--progress-jsonl"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # every line is JSON
+    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
+    assert {"epoch", "round"} <= {e["event"] for e in events}
+    assert Path(events[-1]["outputs"]["model"]).is_file()
+    assert main(["train", "--config", str(job), "--progress-jsonl"]) == 2  # the run is there: refused, said in JSON
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.splitlines()[-1])["event"] == "error" and "--resume" in captured.err
+
+
+def test_output_folder_with_foreign_content_is_refused(job):
+    (job.parent / "run").mkdir()
+    (job.parent / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        train(JobConfig.from_json(job))
+    with pytest.raises(InputError, match="no run to resume"):
+        train(JobConfig.from_json(job), resume=True)
+
+
+def test_random_walker_regularisation_pulls_a_too_large_prediction_to_the_edge():
+    image, truth = make_ellipsoid(shape=(32, 32, 32), radii_mm=(8.0, 8.0, 8.0), spacing=(1.0, 1.0, 1.0), noise=0.05)
+    _, swollen = make_ellipsoid(shape=(32, 32, 32), radii_mm=(11.0, 11.0, 11.0), spacing=(1.0, 1.0, 1.0))
+    prediction = np.stack([1.0 - swollen.array, swollen.array]).astype(np.float32)
+    walked = random_walker_regularisation(image, prediction, erosion_mm=4.0)
+    assert walked.shape == prediction.shape and np.allclose(walked.sum(axis=0), 1.0, atol=1e-5)
+    assert dice(walked[1] >= 0.5, truth.array) > 0.95 > dice(swollen.array, truth.array)
+    everything = np.stack([np.zeros((32, 32, 32)), np.ones((32, 32, 32))]).astype(np.float32)
+    assert np.all(random_walker_regularisation(image, everything, 4.0)[1] == 1.0)
+
+
+def test_erosion_is_in_mm_and_keeps_a_core():
+    mask = np.zeros((20, 20, 10), bool)
+    mask[5:15, 5:15, 2:8] = True
+    eroded = erode_mm(mask, 2.0, (1.0, 1.0, 2.0))
+    assert eroded[9, 9, 4] and not eroded[6, 9, 4] and eroded[8, 9, 4]  # 2 mm = 2 voxels in-plane
+    assert not eroded[9, 9, 2] and eroded[9, 9, 3]  # 2 mm = 1 voxel through the 2 mm slices
+    thin = np.zeros((20, 20, 10), bool)
+    thin[5:15, 9:11, 2:8] = True
+    assert erode_mm(thin, 4.0, (1.0, 1.0, 2.0)).any()

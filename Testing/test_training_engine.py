@@ -1,0 +1,155 @@
+"""The shared training loop on tiny synthetic data: it learns, checkpoints, resumes, cancels, reports, survives OOM."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_ellipsoid
+from scipy import ndimage as ndi
+
+from ExtremeSegLib.errors import CancelledError, InputError
+from ExtremeSegLib.metrics import dice
+from ExtremeSegLib.progress import Progress
+from ExtremeSegLib.training.data import Normalisation, TrainingVolume
+from ExtremeSegLib.training.engine import TrainingSettings, fit, load_checkpoint, select_device, shrink_for_memory
+from ExtremeSegLib.training.inference import predict_probabilities
+from ExtremeSegLib.training.networks import build_network, plan_network, total_stride
+
+PATCH = (16, 16, 16)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and idle OpenMP threads spin when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def ellipsoid_volume(seed: int):
+    """A noisy bright ellipsoid and a blurred (soft) version of its mask as the pseudo-label."""
+    rng = np.random.default_rng(seed)
+    image, label = make_ellipsoid(shape=(20, 20, 20), radii_mm=tuple(rng.uniform(4.0, 7.0, 3)),
+                                  spacing=(1.0, 1.0, 1.0), noise=0.2, seed=seed)
+    soft = ndi.gaussian_filter(label.array.astype(np.float32), 0.7)
+    inputs = Normalisation().apply(image.array)[None]
+    return TrainingVolume(inputs, np.stack([1.0 - soft, soft]), np.ones(soft.shape, np.float32)), label.array
+
+
+def tiny_network(seed: int = 0):
+    kernels, strides = plan_network((1.0, 1.0, 1.0), PATCH, min_feature_size=2, max_levels=3)
+    torch.manual_seed(seed)
+    return build_network(1, 2, kernels, strides, [8, 16, 32]), total_stride(strides)
+
+
+def train(network, multiple, checkpoint, progress=None, epochs=4, **settings):
+    volumes = [ellipsoid_volume(seed)[0] for seed in range(4)]
+    settings = TrainingSettings(epochs=epochs, steps_per_epoch=2, batch_size=2, **settings)
+    return fit(network, volumes, settings, spacing_mm=(1.0, 1.0, 1.0), patch_size=PATCH, multiple=multiple,
+               device=CPU, checkpoint=checkpoint, progress=progress)
+
+
+def test_training_lowers_the_loss_reaches_a_dice_and_reports_json_lines(tmp_path):
+    network, multiple = tiny_network()
+    stream = io.StringIO()
+    result = train(network, multiple, tmp_path / "ck.pt", Progress(jsonl=True, stream=stream), epochs=12,
+                   learning_rate=3e-3)
+    assert result.losses[-1] < 0.5 * result.losses[0]
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == list(range(1, 13))
+    assert all(e["round"] == 0 and e["epochs"] == 12 and isinstance(e["loss"], float) for e in epochs)
+    assert epochs[-1]["dice"] > epochs[0]["dice"]
+
+    held_out, truth = ellipsoid_volume(seed=99)
+    probabilities = predict_probabilities(network, held_out.inputs, PATCH, CPU)
+    assert probabilities.shape == (2,) + truth.shape
+    assert np.allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+    assert dice(probabilities[1] >= 0.5, truth) > 0.85
+
+
+class CancelAfter(Progress):
+    """Creates the CANCEL file once a given epoch has been reported (as the Slicer module would)."""
+
+    def __init__(self, cancel_file, epoch):
+        super().__init__(jsonl=True, stream=io.StringIO(), cancel_file=cancel_file)
+        self.after = epoch
+
+    def emit(self, event, **fields):
+        super().emit(event, **fields)
+        if event == "epoch" and fields["epoch"] == self.after:
+            self.cancel_file.write_text("cancel")
+
+
+def test_cancel_keeps_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_path):
+    straight, multiple = tiny_network()
+    reference = train(straight, multiple, tmp_path / "straight.pt")
+
+    interrupted, _ = tiny_network()
+    cancel_file = tmp_path / "CANCEL"
+    with pytest.raises(CancelledError):
+        train(interrupted, multiple, tmp_path / "resumed.pt", CancelAfter(cancel_file, epoch=2))
+    saved = load_checkpoint(tmp_path / "resumed.pt")
+    assert saved["epoch"] == 2 and saved["round"] == 0 and len(saved["losses"]) == 2
+    assert {"model", "optimizer", "scheduler", "scaler", "numpy_rng", "torch_rng"} <= set(saved)
+
+    cancel_file.unlink()
+    fresh, _ = tiny_network(seed=123)  # other initial weights: everything must come from the checkpoint
+    stream = io.StringIO()
+    resumed = train(fresh, multiple, tmp_path / "resumed.pt", Progress(jsonl=True, stream=stream))
+    epochs = [json.loads(line)["epoch"] for line in stream.getvalue().splitlines() if '"epoch"' in line]
+    assert epochs == [3, 4]
+    assert resumed.losses == reference.losses
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(tensor, fresh.state_dict()[name]), name
+
+
+class OutOfMemoryAbove(torch.nn.Module):
+    """Stands in for a GPU that holds at most ``limit`` input voxels per batch (CPU builds cannot run out)."""
+
+    def __init__(self, network, limit):
+        super().__init__()
+        self.network, self.limit, self.calls = network, limit, []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape))
+        if x[:, 0].numel() > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.network(x)
+
+
+def test_out_of_memory_halves_batch_then_patch_and_says_so(tmp_path):
+    network, multiple = tiny_network()
+    limited = OutOfMemoryAbove(network, limit=16 * 16 * 8)
+    stream = io.StringIO()
+    result = train(limited, multiple, tmp_path / "ck.pt", Progress(jsonl=True, stream=stream), epochs=1)
+    assert result.batch_size == 1 and np.prod(result.patch_size) * result.batch_size <= 16 * 16 * 8
+    warnings = [json.loads(line)["text"] for line in stream.getvalue().splitlines() if '"warning"' in line]
+    assert len(warnings) == 2 and "batch size 1" in warnings[0] and "patch" in warnings[1]
+    assert limited.calls[0] == (2, 1, 16, 16, 16) and limited.calls[-1][0] == 1
+
+    hopeless = OutOfMemoryAbove(tiny_network()[0], limit=1)
+    with pytest.raises(InputError, match="ran out of memory even with batch size 1"):
+        train(hopeless, multiple, tmp_path / "ck2.pt", epochs=1)
+
+
+def test_shrinking_order_and_floor():
+    assert shrink_for_memory((32, 32, 16), 4, (8, 8, 4)) == ((32, 32, 16), 2)
+    assert shrink_for_memory((32, 32, 16), 1, (8, 8, 4)) == ((16, 32, 16), 1)
+    assert shrink_for_memory((8, 8, 4), 1, (8, 8, 4)) is None
+
+
+def test_settings_and_device_are_checked():
+    with pytest.raises(InputError, match="epochs"):
+        TrainingSettings(epochs=0)
+    with pytest.raises(InputError, match="unknown loss"):
+        TrainingSettings(loss="focal")
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            select_device("cuda")

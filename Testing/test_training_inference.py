@@ -1,0 +1,71 @@
+"""Prediction from files: a .seg.nrrd (and probabilities) on the image's own grid, clicks required when trained with them."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_ellipsoid
+
+from ExtremeSegLib.annotations import ExtremePoints
+from ExtremeSegLib.errors import InputError
+from ExtremeSegLib.io import read_points, read_segmentation, read_volume, write_points, write_volume
+from ExtremeSegLib.recipes import predict
+from ExtremeSegLib.simulate import simulate_extreme_points
+from ExtremeSegLib.training.data import InputSpec
+from ExtremeSegLib.training.model_file import save_model
+from ExtremeSegLib.training.networks import build_network, plan_network
+
+OBLIQUE = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and idle OpenMP threads spin when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def files(tmp_path):
+    image, label = make_ellipsoid(shape=(30, 26, 14), radii_mm=(8.0, 7.0, 9.0), spacing=(0.9, 1.1, 2.5),
+                                  direction=OBLIQUE)
+    write_volume(image, tmp_path / "image.nrrd")
+    write_points(tmp_path / "points.mrk.json", simulate_extreme_points(label))
+    kernels, strides = plan_network((1.0, 1.0, 2.0), (16, 16, 8), min_feature_size=2, max_levels=3)
+    params = dict(in_channels=2, out_channels=2, kernels=kernels, strides=strides, filters=[4, 8, 16])
+    inputs = InputSpec(pad_mm=4.0).resolved("mri", (1.0, 1.0, 2.0))
+    torch.manual_seed(0)
+    save_model(tmp_path / "model.pt", build_network(**params),
+               {"recipe": "extreme_points", "network": params, "inputs": inputs.to_dict(), "patch_size": [16, 16, 8],
+                "classes": [{"name": "object", "label_values": [1]}]})
+    return tmp_path, image
+
+
+def test_predict_writes_a_segmentation_on_the_image_grid(files):
+    folder, image = files
+    written = predict(folder / "model.pt", folder / "image.nrrd", folder / "out.seg.nrrd", points=folder / "points.mrk.json",
+                      probability=folder / "p.nii.gz", device="cpu")
+    geometry, segments = read_segmentation(written["segmentation"])
+    assert geometry.same_geometry(image)
+    assert [s.name for s in segments] == ["object"]
+    probability = read_volume(folder / "p.nii.gz")
+    assert probability.same_geometry(image) and probability.array.min() >= 0 and probability.array.max() <= 1
+    assert np.array_equal(segments[0].mask, probability.array > 0.5)
+    # outside the clicks' box (padded by 4 mm) nothing is segmented: the model only sees the crop
+    points = ExtremePoints.from_points(read_points(folder / "points.mrk.json")[0], image)
+    lo, hi = points.box_index(image, 4.0)
+    outside = np.ones(image.shape, bool)
+    outside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = False
+    assert probability.array[outside].max() == 0.0 and probability.array[~outside].min() > 0.0
+
+
+def test_predict_refuses_what_it_cannot_do_well(files):
+    folder, _ = files
+    with pytest.raises(InputError, match="extreme points"):
+        predict(folder / "model.pt", folder / "image.nrrd", folder / "a.seg.nrrd", device="cpu")
+    (folder / "b.seg.nrrd").write_text("the user's file")
+    with pytest.raises(InputError, match="already exists"):
+        predict(folder / "model.pt", folder / "image.nrrd", folder / "b.seg.nrrd", points=folder / "points.mrk.json",
+                device="cpu")
+    assert (folder / "b.seg.nrrd").read_text() == "the user's file"
