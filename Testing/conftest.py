@@ -12,6 +12,17 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SAMPLE_DATA = REPO / "Resources" / "SampleData"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Test tensors are tiny: threads gain nothing there, and idle OpenMP threads spin on a shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """../shared/data (MSD hippocampus, ACDC); the test is skipped when it is not there."""

@@ -2,20 +2,8 @@
 
 import json
 
-import pytest
-import torch
-
 from ExtremeSegLib.cli import main
 from ExtremeSegLib.io import read_segmentation, read_image
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and idle OpenMP threads spin when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_demo_runs_the_whole_job_and_reports(tmp_path, capsys):

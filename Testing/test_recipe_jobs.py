@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import make_ellipsoid
 
 from ExtremeSegLib.cli import main
@@ -19,15 +18,6 @@ from ExtremeSegLib.recipes import JobConfig, predict, train
 from ExtremeSegLib.recipes.extreme_points import erode_mm, random_walker_regularisation
 from ExtremeSegLib.simulate import simulate_extreme_points
 from ExtremeSegLib.training.model_file import read_description
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and idle OpenMP threads spin when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_case(folder, n, rng):

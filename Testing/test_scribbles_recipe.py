@@ -13,17 +13,6 @@ from ExtremeSegLib.recipes import JobConfig, get_recipe, train
 from test_scribbles import heart_phantom
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not spin against other jobs on a shared machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_cases(folder, count, seg_nrrd_case=None):
     cases = []
     for n in range(count):

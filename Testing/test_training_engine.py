@@ -21,15 +21,6 @@ PATCH = (16, 16, 16)
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and idle OpenMP threads spin when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def ellipsoid_volume(seed: int):
     """A noisy bright ellipsoid and a blurred (soft) version of its mask as the pseudo-label."""
     rng = np.random.default_rng(seed)

@@ -17,15 +17,6 @@ from ExtremeSegLib.training.networks import build_network, plan_network
 OBLIQUE = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and idle OpenMP threads spin when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def files(tmp_path):
     image, label = make_ellipsoid(shape=(30, 26, 14), radii_mm=(8.0, 7.0, 9.0), spacing=(0.9, 1.1, 2.5),

@@ -7,15 +7,6 @@ from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.training.networks import build_network, enable_mc_dropout, plan_network, total_stride
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and idle OpenMP threads spin when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_thick_slices_get_in_plane_kernels_and_pooling():
     kernels, strides = plan_network((1.5, 1.5, 10.0), (96, 96, 10))
     assert kernels[0] == [3, 3, 1] and strides[1] == [2, 2, 1]  # no mixing across 10 mm slices at first

@@ -59,8 +59,8 @@ ARCHS = {
     "2d": ({"slice_wise": True}, {"patch_size": [128, 128, 1], "batch_size": 8}),
     "3d": ({"slice_wise": False}, {"patch_size": [128, 128, 8], "batch_size": 1}),
 }
-ROUND0_EPOCHS = 100  # x 40 steps: round 0 from scratch on the seed areas
-RECURSION_EPOCHS = 25  # x 40 steps: each recursion, from the previous weights
+ROUND0_EPOCHS = 40  # x 40 steps: round 0 from scratch on the seed areas (CPU budget: about 25 min)
+RECURSION_EPOCHS = 10  # x 40 steps: each recursion, from the previous weights
 RECURSIONS = 2
 SETTINGS = {
     "modality": "mri",

@@ -127,7 +127,6 @@ def run_demo(out: Path, progress=None, sample: Path = SAMPLE, epochs: int = 12, 
 
 
 def _write_summary(out: Path, outputs: dict, results: dict) -> Path:
-    history = json.loads(Path(outputs["rounds"]).read_text())
     lines = ["# ExtremeSeg demo", "",
              "Weakly supervised training from 6 extreme-point clicks per case (paper 000) on the bundled sample "
              f"hippocampus MRI: {len(TRAIN)} training cases, {len(HELD_OUT)} held-out cases. Dice against the "

@@ -25,7 +25,7 @@ from ..volume import Volume
 from .volumes import (
     as_label_array,
     file_format,
-    lps_geometry,
+    nrrd_header,
     nrrd_ijk_to_ras,
     nrrd_spatial_axes,
     read_labelmap,
@@ -344,16 +344,9 @@ def write_segmentation(path, geometry: Volume, segments, overwrite: bool = False
             layer_of[n] = layer
     layer_extents = [_extent_text(layer) for layer in data]
 
-    directions, origin = lps_geometry(geometry.ijk_to_ras)
-    header = {
-        "space": "left-posterior-superior",
-        "space directions": directions,
-        "space origin": origin,
-        "kinds": ["domain", "domain", "domain"],
-        "encoding": "gzip",
-    }
+    header = nrrd_header(geometry.ijk_to_ras)
     if len(layers) > 1:
-        header["space directions"] = np.vstack([np.full((1, 3), np.nan), directions])
+        header["space directions"] = np.vstack([np.full((1, 3), np.nan), header["space directions"]])
         header["kinds"] = ["list"] + header["kinds"]
     for n, (segment, segment_id) in enumerate(zip(segments, _unique_ids(segments))):
         header.update({

@@ -259,17 +259,22 @@ def lps_geometry(ijk_to_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ijk_to_lps[:3, :3].T.copy(), ijk_to_lps[:3, 3].copy()
 
 
-def _write_nrrd(volume: Volume, path) -> None:
-    import nrrd
-
-    directions, origin = lps_geometry(volume.ijk_to_ras)
-    header = {
+def nrrd_header(ijk_to_ras: np.ndarray) -> dict:
+    """A gzip NRRD header for a 3D volume in Slicer's LPS space (what Slicer itself writes)."""
+    directions, origin = lps_geometry(ijk_to_ras)
+    return {
         "space": "left-posterior-superior",
         "space directions": directions,
         "space origin": origin,
         "kinds": ["domain", "domain", "domain"],
         "encoding": "gzip",
     }
+
+
+def _write_nrrd(volume: Volume, path) -> None:
+    import nrrd
+
+    header = nrrd_header(volume.ijk_to_ras)
     nrrd.write(str(path), storable_array(volume.array), header, compression_level=6, index_order="F")
 
 
