@@ -9,6 +9,7 @@ polls its progress with a QTimer, and installs the Python dependencies on first 
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -22,8 +23,14 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
-from ExtremeSegSlicerLib.dependencies import missing_requirements
-from ExtremeSegSlicerLib.logic import ANNOTATIONS, DEVICES, ExtremeSegNodeLogic
+# A source checkout added as a module path keeps the core package one folder up (a built extension ships it
+# beside this file instead): make "import ExtremeSegLib" work in both.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if (_CHECKOUT / "ExtremeSegLib" / "__init__.py").is_file() and str(_CHECKOUT) not in sys.path:
+    sys.path.append(str(_CHECKOUT))
+
+from ExtremeSegSlicerLib.dependencies import missing_requirements  # noqa: E402
+from ExtremeSegSlicerLib.logic import ANNOTATIONS, DEVICES, ExtremeSegNodeLogic  # noqa: E402
 
 #: how often the panel reads the child's progress (ms)
 POLL_INTERVAL_MS = 250
@@ -46,8 +53,9 @@ class ExtremeSeg(ScriptedLoadableModule):
             "Training runs in a background process; the same jobs run from the Python console "
             "(ExtremeSeg.ExtremeSegLogic().segment_volumes(...)) and from the extremeseg command line.")
         self.parent.acknowledgementText = (
-            "Methods: extreme points with random-walker pseudo-labels, InExtremIS, extreme-point confidence maps, "
-            "surface-point templates (Weak-Net) and scribble-based training with uncertainty (see the README).")
+            "Methods (see the README): extreme points with geodesic seeds, random-walker pseudo-labels and "
+            "refinement rounds; extreme-point heatmaps and confidence maps as input channels; scribbles with "
+            "random-walker seed areas, dense CRF and MC-dropout uncertainty recursions.")
         slicer.app.connect("startupCompleted()", registerScribbleEffect)
 
 
@@ -264,8 +272,12 @@ class ExtremeSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if missing_requirements():
             # the recipes need torch and MONAI: Train offers to install them first
             combo.addItem("(Python packages missing: click Train to install them)", "")
-        for recipe in self.logic.recipes(self._parameterNode.annotation):
+        recipes = self.logic.recipes(self._parameterNode.annotation)
+        for recipe in recipes:
             combo.addItem(recipe.title, recipe.name)
+        if not recipes and not missing_requirements():
+            # points can be placed and saved already; training waits for a recipe that reads them
+            combo.addItem(f"(no method trains from {self._parameterNode.annotation} yet)", "")
         index = combo.findData(self._parameterNode.recipe)
         combo.setCurrentIndex(max(index, 0))
         combo.blockSignals(wasBlocked)

@@ -110,3 +110,20 @@ def test_config_errors(tmp_path, change, message):
     config = JobConfig.from_dict(data)
     with pytest.raises(InputError, match=message):
         get_recipe("scribbles").check(config)
+
+
+def test_recipe_defaults_fill_what_the_job_leaves_out(tmp_path):
+    data = job(tmp_path)
+    for section in ("inputs",):
+        del data[section]
+    data["network"] = {"filters": [8, 16, 32]}
+    data["training"] = {"epochs": 3}
+    config = JobConfig.from_dict(data)
+    assert config.training.loss == "ce" and config.training.epochs == 3  # the paper's loss, the job's epochs
+    assert config.network.dropout == 0.5 and config.network.filters == (8, 16, 32)
+    assert not config.inputs.cues and not config.inputs.crop_to_points
+    get_recipe("scribbles").check(config)  # runnable as written
+    data["training"] = {"loss": "dice"}
+    assert JobConfig.from_dict(data).training.loss == "dice"  # the job's own choice wins
+    # the extreme-point recipe keeps the generic defaults (clicks as inputs)
+    assert JobConfig.from_dict({**data, "recipe": "extreme_points"}).inputs.cues

@@ -49,12 +49,6 @@ ANNOTATION_ATTRIBUTE = "ExtremeSeg.Annotation"
 #: a scribble segment is the background when its name contains this word (as the scribbles recipe reads it;
 #: ``ExtremeSegLib.pseudolabel.scribbles.BACKGROUND_WORD``, not imported here: it needs scikit-image)
 BACKGROUND_WORD = "background"
-#: config sections a recipe needs to run from Slicer's exports, merged under the user's settings (until the
-#: recipes declare them themselves): the scribbles recipe takes no clicks and needs dropout for its uncertainty
-RECIPE_SETTINGS = {
-    "scribbles": {"inputs": {"cues": [], "crop_to_points": False},
-                  "network": {"dropout": 0.5, "dropout_levels": 3}, "training": {"loss": "ce"}},
-}
 _POINT_COLORS = {"extreme points": (0.9, 0.15, 0.15), "surface points": (0.95, 0.8, 0.1)}
 
 
@@ -315,8 +309,6 @@ class ExtremeSegNodeLogic:
 
         config = {"recipe": recipe, "output": str(folder / "output"), "cases": cases, "device": device,
                   "classes": [{"name": c, "label_values": [n]} for n, c in enumerate(class_names, start=1)]}
-        for section, values in RECIPE_SETTINGS.get(recipe, {}).items():
-            config[section] = dict(values)
         for section, values in (settings or {}).items():
             config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
         if epochs:

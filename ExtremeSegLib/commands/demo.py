@@ -128,7 +128,8 @@ def run_demo(out: Path, progress=None, sample: Path = SAMPLE, epochs: int = 12, 
 
 def _write_summary(out: Path, outputs: dict, results: dict) -> Path:
     lines = ["# ExtremeSeg demo", "",
-             "Weakly supervised training from 6 extreme-point clicks per case (paper 000) on the bundled sample "
+             "Weakly supervised training from 6 extreme-point clicks per case (random-walker pseudo-labels and "
+             "refinement rounds, after Roth et al.'s extreme-point method) on the bundled sample "
              f"hippocampus MRI: {len(TRAIN)} training cases, {len(HELD_OUT)} held-out cases. Dice against the "
              "expert ground truth (used for scoring only).", "",
              "## Rounds", "", Path(outputs["rounds_table"]).read_text().split("\n", 2)[2].strip(), ""]
@@ -141,7 +142,8 @@ def _write_summary(out: Path, outputs: dict, results: dict) -> Path:
         lines.append(f"| {row['name']} | {m['dice']:.3f} | {m['hd95']:.2f} |")
     lines += ["", "Details and overlays: [report/results.md](report/results.md).", "",
               "## Files", "",
-              "- `job.json`: the job config (run it again with `extremeseg train --config job.json`)",
+              "- `job.json`: the job config (to train again, point its `output` to a new folder and run "
+              "`extremeseg train --config job.json`)",
               "- `run/model.pt`: the trained model (`extremeseg predict --model run/model.pt --image IMG --points "
               "P.mrk.json --out OUT.seg.nrrd`)",
               "- `run/segmentations/`, `segmentations/`: training and held-out cases as Slicer `.seg.nrrd`",

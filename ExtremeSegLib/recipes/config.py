@@ -133,8 +133,12 @@ class JobConfig:
     # -- JSON -----------------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict, base_dir=None) -> "JobConfig":
-        """Build and check a config from plain data; relative paths are resolved against ``base_dir``."""
-        config = from_plain(cls, data, "the config")
+        """Build and check a config from plain data; relative paths are resolved against ``base_dir``.
+
+        Sections the data leave out take the recipe's own defaults (``Recipe.defaults``, e.g. the scribble
+        recipe's cross-entropy loss), key by key, under what the data say.
+        """
+        config = from_plain(cls, with_recipe_defaults(data), "the config")
         return config.with_paths_resolved(Path(base_dir)) if base_dir is not None else config
 
     @classmethod
@@ -224,6 +228,20 @@ def _parse(tp, value, where: str):
     if not ok:
         raise InputError(f"{where} must be {_TYPE_WORDS[tp]}, got {json.dumps(value)}")
     return value
+
+
+def with_recipe_defaults(data):
+    """``data`` with its recipe's ``defaults`` merged in below each section's own keys (unknown recipe: as is)."""
+    from . import RECIPES  # the registry imports this module
+
+    recipe = RECIPES.get(data.get("recipe")) if isinstance(data, dict) and isinstance(data.get("recipe"), str) else None
+    if recipe is None:
+        return data
+    merged = dict(data)
+    for section, values in recipe.defaults.items():
+        given = merged.get(section, {})
+        merged[section] = {**values, **given} if isinstance(given, dict) else given
+    return merged
 
 
 def from_plain(cls, data, where: str):

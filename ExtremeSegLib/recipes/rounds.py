@@ -111,6 +111,8 @@ class Recipe:
     annotation = ""
     #: whether :meth:`refine` relabels between rounds (else one training round)
     refines = False
+    #: config sections this recipe sets differently from the generic defaults (a job's own keys win)
+    defaults: dict = {}
 
     def needs(self, config: JobConfig) -> tuple:
         """Per-case files training needs besides the image (``points``, ``label``, ``scribble``)."""

@@ -10,18 +10,19 @@
    t-test between the top two classes' logits reset unsure voxels to unknown. The network is retrained from its
    previous weights (M step) until consecutive labellings agree (``rounds.agreement``) or ``rounds.max_rounds``.
 
-Settings live in the job's ``pseudolabel`` section (:class:`ScribbleSettings`). Scribble files are label maps
-(``background_value``, one value per class from ``classes[].label_values``, ``unannotated_value``) or a Slicer
-``.seg.nrrd`` whose segments are named after the classes plus one "background" segment. Example
+The recipe's defaults (:attr:`ScribblesRecipe.defaults`, under the job's own keys): no click inputs, partial
+cross-entropy, dropout 0.5 in the 3 innermost levels. Settings live in the job's ``pseudolabel`` section
+(:class:`ScribbleSettings`). Scribble files are label maps (``background_value``, one value per class from
+``classes[].label_values``, ``unannotated_value``) or a Slicer ``.seg.nrrd`` whose segments are named after the
+classes plus one "background" segment. Example
 (``extremeseg train --config job.json``; validation cases need only an image and a label)::
 
     {"recipe": "scribbles", "output": "run",
      "classes": [{"name": "RV", "label_values": [1]}, {"name": "Myo", "label_values": [2]},
                  {"name": "LV", "label_values": [3]}],
      "cases": [{"image": "p1_image.nii.gz", "scribble": "p1_scribble.nii.gz"}, ...],
-     "inputs": {"cues": [], "crop_to_points": false},
-     "network": {"dropout": 0.5, "dropout_levels": 3, "slice_wise": true},
-     "training": {"loss": "ce", "patch_size": [128, 128, 1], "batch_size": 8},
+     "network": {"slice_wise": true},
+     "training": {"patch_size": [128, 128, 1], "batch_size": 8},
      "pseudolabel": {"tau": 0.99, "crf": true, "uncertainty": true}}
 """
 
@@ -102,6 +103,9 @@ class ScribblesRecipe(Recipe):
     title = "Scribbles (seed areas, CRF, MC-dropout uncertainty)"
     annotation = "scribbles"
     refines = True
+    # no clicks; the paper's partial cross-entropy; dropout in the innermost levels for MC-dropout uncertainty
+    defaults = {"inputs": {"cues": [], "crop_to_points": False},
+                "network": {"dropout": 0.5, "dropout_levels": 3}, "training": {"loss": "ce"}}
 
     def __init__(self):
         self._seeds = {}  # case name -> seed areas on the model grid (int16, -1 unknown)
