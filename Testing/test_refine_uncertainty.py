@@ -9,7 +9,6 @@ from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.refine.uncertainty import LogitSamples, mc_dropout_relabel, mc_dropout_sampler, welch_t_test
 from ExtremeSegLib.training.networks import build_network, enable_mc_dropout
 
-from test_scribbles_recipe import one_thread  # noqa: F401  (tiny networks: one thread, no spinning)
 
 
 @pytest.mark.parametrize("n_a, n_b", [(50, 50), (5, 12), (2, 3)])
