@@ -49,6 +49,15 @@ def rewrite(path, change):
     torch.save(content, path)
 
 
+def rewrite_description(path, change):
+    """Edit the model file's JSON description in place (``change`` mutates the parsed dict)."""
+    def edit(content):
+        description = json.loads(content["description"])
+        change(description)
+        content["description"] = json.dumps(description)
+    rewrite(path, edit)
+
+
 def test_modified_weights_are_refused(saved):
     _, path = saved
     rewrite(path, lambda c: c["weights"][next(iter(c["weights"]))].add_(0.01))
@@ -58,24 +67,14 @@ def test_modified_weights_are_refused(saved):
 
 def test_description_that_does_not_fit_the_weights_is_refused(saved):
     _, path = saved
-
-    def more_filters(content):
-        d = json.loads(content["description"])
-        d["network"]["filters"] = [8, 16, 32]
-        content["description"] = json.dumps(d)
-    rewrite(path, more_filters)
+    rewrite_description(path, lambda d: d["network"].update(filters=[8, 16, 32]))
     with pytest.raises(InputError, match="do not fit the network"):
         load_model(path)
 
 
 def test_channel_mismatch_is_refused(saved):
     _, path = saved
-
-    def no_cues(content):
-        d = json.loads(content["description"])
-        d["inputs"]["cues"] = []
-        content["description"] = json.dumps(d)
-    rewrite(path, no_cues)
+    rewrite_description(path, lambda d: d["inputs"].update(cues=[]))
     with pytest.raises(InputError, match="input channels"):
         load_model(path)
 
@@ -107,11 +106,6 @@ def test_pickled_code_and_foreign_files_are_refused(saved, tmp_path):
 
 def test_newer_format_is_refused(saved):
     _, path = saved
-
-    def newer(content):
-        d = json.loads(content["description"])
-        d["format_version"] = 99
-        content["description"] = json.dumps(d)
-    rewrite(path, newer)
+    rewrite_description(path, lambda d: d.update(format_version=99))
     with pytest.raises(InputError, match="newer ExtremeSeg"):
         load_model(path)
