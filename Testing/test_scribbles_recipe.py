@@ -127,3 +127,17 @@ def test_recipe_defaults_fill_what_the_job_leaves_out(tmp_path):
     assert JobConfig.from_dict(data).training.loss == "dice"  # the job's own choice wins
     # the extreme-point recipe keeps the generic defaults (clicks as inputs)
     assert JobConfig.from_dict({**data, "recipe": "extreme_points"}).inputs.cues
+
+
+def test_slice_wise_plan_takes_whole_slices_of_a_2d_network(tmp_path):
+    from ExtremeSegLib.recipes.rounds import plan
+
+    data = job(tmp_path)
+    data["training"].pop("patch_size")
+    config = JobConfig.from_dict(data)
+    params, patch, multiple = plan(config, (1.5, 1.5, 10.0), [(70, 90, 8), (74, 84, 10), (60, 96, 9)], 1, 3)
+    assert params["slice_axis"] == 2 and patch[2] == 1  # one slice deep, whole median slice in-plane
+    assert patch[0] >= 70 and patch[1] >= 90 and patch[0] % multiple[0] == 0 and patch[1] % multiple[1] == 0
+    data["network"]["slice_wise"] = False
+    params, patch, _ = plan(JobConfig.from_dict(data), (1.5, 1.5, 10.0), [(70, 90, 8)], 1, 3)
+    assert params["slice_axis"] is None and patch[2] == 8

@@ -45,3 +45,18 @@ def test_dropout_sits_in_the_inner_levels_and_samples_under_mc():
         assert not torch.equal(network(x), network(x))
     none = build_network(1, 2, kernels, strides, [4, 8, 16, 32])
     assert not any(isinstance(m, torch.nn.Dropout) for m in none.modules())
+
+
+def test_slice_wise_network_is_a_2d_unet_run_on_every_slice():
+    kernels, strides = plan_network((1.5, 10.0, 1.5), (32, 4, 32), slice_wise=True)  # thick axis J
+    torch.manual_seed(0)
+    network = build_network(1, 3, kernels, strides, [4, 8, 16, 32], slice_axis=1).eval()
+    assert not any(isinstance(m, torch.nn.Conv3d) for m in network.modules())
+    x = torch.randn(2, 1, 32, 4, 32)
+    with torch.no_grad():
+        out = network(x)
+        one_slice = network.unet2d(x[:, :, :, 2])
+    assert out.shape == (2, 3, 32, 4, 32)
+    torch.testing.assert_close(out[:, :, :, 2], one_slice)  # slice 2's output depends on slice 2 alone
+    with pytest.raises(InputError, match="slice axis"):
+        build_network(1, 3, kernels, strides, [4, 8, 16, 32], slice_axis=0)  # kernels are 3 along axis 0

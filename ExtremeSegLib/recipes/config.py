@@ -55,8 +55,8 @@ class ClassConfig:
 class NetworkConfig:
     """The U-Net: filters per level (the number of levels follows from spacing and patch, at most
     ``max_levels``, by default one per filter count), dropout (``dropout_levels`` innermost levels; all if unset).
-    ``slice_wise``: a 2D-like network (3x3x1 kernels, no pooling across the thickest axis) instead of the
-    default 3D one with in-plane kernels only where slices are thick."""
+    ``slice_wise``: a 2D network run slice by slice across the thickest axis instead of the default 3D one
+    with in-plane kernels only where slices are thick."""
 
     filters: Tuple[int, ...] = (16, 32, 64, 128, 256)
     max_levels: Optional[int] = None

@@ -167,9 +167,12 @@ class Job:
 def plan(config: JobConfig, spacing_mm, grid_shapes, in_channels: int, out_channels: int):
     """``(network hyper-parameters, patch size)``: the patch covers the median model grid (or the configured
     patch), rounded up to the network's total stride, shrunk along its longest side (mm) to fit
-    ``training.max_patch_voxels``."""
+    ``training.max_patch_voxels``. A slice-wise network's default patch is one whole (median) slice: the
+    context a 2D network needs to tell a structure from look-alikes elsewhere in the image."""
     settings, net = config.training, config.network
     target = np.asarray(settings.patch_size or np.median(np.asarray(grid_shapes), axis=0), dtype=float)
+    if net.slice_wise and settings.patch_size is None:
+        target[int(np.argmax(spacing_mm))] = 1
     target = np.maximum(np.round(target), 1)
     while True:
         kernels, strides = plan_network(spacing_mm, target, max_levels=net.max_levels or len(net.filters),
@@ -182,7 +185,7 @@ def plan(config: JobConfig, spacing_mm, grid_shapes, in_channels: int, out_chann
         target[longest] = max(1.0, np.floor(target[longest] * 0.85))
     params = dict(in_channels=in_channels, out_channels=out_channels, kernels=kernels, strides=strides,
                   filters=list(net.filters[: len(strides)]), dropout=net.dropout, dropout_levels=net.dropout_levels,
-                  norm=net.norm)
+                  norm=net.norm, slice_axis=int(np.argmax(spacing_mm)) if net.slice_wise else None)
     return params, tuple(int(n) for n in patch), tuple(int(n) for n in multiple)
 
 

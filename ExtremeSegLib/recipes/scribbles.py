@@ -15,14 +15,16 @@ cross-entropy, dropout 0.5 in the 3 innermost levels. Settings live in the job's
 (:class:`ScribbleSettings`). Scribble files are label maps (``background_value``, one value per class from
 ``classes[].label_values``, ``unannotated_value``) or a Slicer ``.seg.nrrd`` whose segments are named after the
 classes plus one "background" segment. Example
-(``extremeseg train --config job.json``; validation cases need only an image and a label)::
+(``extremeseg train --config job.json``; validation cases need only an image and a label; a slice-wise network
+trains on whole slices unless ``training.patch_size`` says otherwise; no flips, as cardiac images share one
+orientation)::
 
     {"recipe": "scribbles", "output": "run",
      "classes": [{"name": "RV", "label_values": [1]}, {"name": "Myo", "label_values": [2]},
                  {"name": "LV", "label_values": [3]}],
      "cases": [{"image": "p1_image.nii.gz", "scribble": "p1_scribble.nii.gz"}, ...],
      "network": {"slice_wise": true},
-     "training": {"patch_size": [128, 128, 1], "batch_size": 8},
+     "training": {"batch_size": 4, "augmentation": {"flip_probability": 0}},
      "pseudolabel": {"tau": 0.99, "crf": true, "uncertainty": true}}
 """
 
