@@ -7,7 +7,7 @@ seed areas clamped, either by the argmax (the paper's "base") or by the dense CR
 (the paper's cardiac values first). Scored against the expert labels of those volumes (which the method itself
 never sees; the paper tuned its CRF on a labelled validation set the same way). Run under the shared CPU lock::
 
-    flock /tmp/extremeseg-cpu.lock /work/venv/bin/python benchmarks/scribbles_crf.py --cases 12
+    flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/scribbles_crf.py --cases 12
 
 Writes ``benchmarks/results/scribbles_crf.md`` and ``.json``.
 """
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
 
     table = [{"relabelling": name, "dice": np.mean(v, axis=0).tolist(), "mean": float(np.mean(v)),
               "seconds": float(np.mean(seconds[name])) if name in seconds else None} for name, v in scores.items()]
-    command = "flock /tmp/extremeseg-cpu.lock /work/venv/bin/python benchmarks/scribbles_crf.py " + " ".join(
+    command = "flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/scribbles_crf.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     lines = ["# Dense-CRF relabelling of the round-0 network on ACDC training volumes", "",
              f"{len(cases)} training volumes (every n-th of the split), model `{args.model.relative_to(REPO)}` (round 0: "

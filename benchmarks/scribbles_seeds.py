@@ -12,7 +12,7 @@ seed areas keep a voxel's class where its probability exceeds tau. Measured agai
 Run under the shared CPU lock; per-volume rows are kept in ``benchmarks/runs/scribbles_seeds/rows.jsonl`` so
 an interrupted run continues where it stopped::
 
-    B="flock /tmp/extremeseg-cpu.lock /work/venv/bin/python benchmarks/scribbles_seeds.py"
+    B="flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/scribbles_seeds.py"
     $B --modes 2d                                  # all scribbled volumes, per slice
     $B --every 4 --betas 130 1000 --name scribbles_seeds_3d   # 2D vs 3D on every 4th volume
 
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
                           f"{np.round(row['rw_dice'], 3).tolist()}", flush=True)
     names = {c.name for c in cases}
     rows = [r for r in rows if r["case"] in names and r["mode"] in args.modes and r["beta"] in args.betas]
-    command = "flock /tmp/extremeseg-cpu.lock /work/venv/bin/python benchmarks/scribbles_seeds.py " + " ".join(
+    command = "flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/scribbles_seeds.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     write(summarise(rows, args.taus), REPO / "benchmarks" / "results" / args.name, command.strip(), len(cases))
     return 0

@@ -9,8 +9,8 @@ on the test cases (what the clicks give without any learning).
 
 Run it under the shared CPU lock (timings are wall time of the whole job on this machine)::
 
-    flock /tmp/extremeseg-cpu.lock /work/venv/bin/python benchmarks/train_extreme_points.py --dataset hippocampus
-    flock /tmp/extremeseg-cpu.lock /work/venv/bin/python benchmarks/train_extreme_points.py --dataset acdc
+    flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/train_extreme_points.py --dataset hippocampus
+    flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/train_extreme_points.py --dataset acdc
 
 Writes ``benchmarks/results/train_<dataset>.md``, ``.json`` and ``.png``; the runs (models, segmentations,
 per-case reports with overlays) go to ``benchmarks/runs/train_<dataset>/`` (not committed).
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
         full = {"seconds": full_seconds, "epochs": total_epochs, "rounds": full_rounds,
                 "summary": full_scores["summary"][spec["object"]]}
 
-    command = "flock /tmp/extremeseg-cpu.lock /work/venv/bin/python benchmarks/train_extreme_points.py " + \
+    command = "flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/train_extreme_points.py " + \
         shlex.join(argv if argv is not None else sys.argv[1:])
     results = {
         "dataset": args.dataset, "object": spec["object"], "label_values": spec["label_values"],
