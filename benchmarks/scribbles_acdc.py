@@ -218,13 +218,18 @@ def report(args) -> None:
     # runs are not committed: a run missing here (another checkout made it) keeps its row from the last report
     previous = json.loads(RESULTS.with_suffix(".json").read_text()) if RESULTS.with_suffix(".json").exists() else {}
     results["runs"].update(previous.get("runs", {}))
+    results["seed_areas"] = results["seed_areas"] or previous.get("seed_areas", {})
     for arch in ARCHS:
         round0 = RUNS / arch / "round0" / "stages.json"
-        round0_seconds = sum(s["seconds"] for s in json.loads(round0.read_text())) if round0.exists() else None
+        round0_stages = json.loads(round0.read_text()) if round0.exists() else []
+        round0_seconds = sum(s["seconds"] for s in round0_stages) if round0_stages else None
+        # which round-0 training a variant continued (two trainings with the same settings differ by ~0.02 Dice)
+        round0_trained = round0_stages[-1]["finished"] if round0_stages else None
         for name in list(VARIANTS) + ["full"]:
             run = load_run(RUNS / arch / name)
             if run is not None:
                 run["round0_seconds"] = round0_seconds if name != "full" else None
+                run["round0_trained"] = round0_trained if name != "full" else None
                 results["runs"][f"{arch}/{name}"] = run
     RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     RESULTS.with_suffix(".md").write_text(markdown(results, len(test_cases)) + "\n")
@@ -265,9 +270,12 @@ def markdown(results: dict, n_test: int) -> str:
     lines.append(f"| Slicer Grow from seeds (all scribbled volumes, data README) | – | "
                  f"{_fmt([g['RV'], g['Myo'], g['LV'], g['mean']])} | – | – |")
     full_mean = {}
+    latest_round0 = max((r.get("round0_trained") or "" for r in results["runs"].values()), default="")
     for key, run in results["runs"].items():
         arch, name = key.split("/")
         title = "Fully supervised" if name == "full" else VARIANTS[name][0]
+        if name != "full" and (run.get("round0_trained") or "") != latest_round0:
+            title += ", from an earlier round-0 training"
         wall = f"{sum(s['seconds'] for s in run['stages']) / 60:.0f} min"
         if run.get("round0_seconds"):
             wall += f" (+ round 0 training: {run['round0_seconds'] / 60:.0f} min)"
