@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ExtremeSegLib.evaluation import MethodOptions, discover_cases, run_benchmark  # noqa: E402
+from ExtremeSegLib.evaluation.report import benchmark_command  # noqa: E402
 from ExtremeSegLib.pseudolabel.extreme_points import benchmark_method  # noqa: E402
 from ExtremeSegLib.pseudolabel.random_walker import random_walker  # noqa: E402
 
@@ -151,16 +151,13 @@ def write_results(quality_rows, speed_rows, command, options):
     RESULTS.mkdir(parents=True, exist_ok=True)
     previous = RESULTS / "pseudolabel_extreme.json"
     old = json.loads(previous.read_text()) if previous.exists() else {}
-    old_commands = old.get("commands", {})
     for row in quality_rows:
         row["command"] = command
     run_now = {row["dataset"] for row in quality_rows}
-    for row in old.get("quality", []):
-        if row["dataset"] not in run_now:
-            quality_rows.append({"command": old_commands.get("quality"), "options": old.get("options", {}), **row})
+    quality_rows += [row for row in old.get("quality", []) if row["dataset"] not in run_now]
     speed_command = command
     if not speed_rows:
-        speed_rows, speed_command = old.get("speed", []), old_commands.get("speed")
+        speed_rows, speed_command = old.get("speed", []), old.get("commands", {}).get("speed")
     quality_commands = sorted({row["command"] for row in quality_rows if row["command"]})
     data = {"commands": {"quality": quality_commands, "speed": speed_command}, "options": options,
             "quality": quality_rows, "speed": speed_rows, "speed_region": list(SPEED_SHAPE),
@@ -223,8 +220,7 @@ def main(argv=None) -> int:
     for item in args.option or []:
         key, _, value = item.partition("=")
         options[key] = json.loads(value)
-    command = shlex.join(["flock", "/tmp/extremeseg-cpu.lock", ".venv/bin/python", "benchmarks/pseudolabel_extreme.py"]
-                         + (argv if argv is not None else sys.argv[1:]))
+    command = benchmark_command("benchmarks/pseudolabel_extreme.py", argv)
 
     def log(text):
         print(text, flush=True)

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
-from ExtremeSegLib.evaluation.report import versions  # noqa: E402
+from ExtremeSegLib.evaluation.report import benchmark_command, versions  # noqa: E402
 from ExtremeSegLib.io import read_image, read_labelmap  # noqa: E402
 from ExtremeSegLib.metrics import dice  # noqa: E402
 from ExtremeSegLib.pseudolabel.scribbles import random_walker_probabilities, scribbles_from_labelmap, seed_areas  # noqa: E402,E501
@@ -94,8 +94,7 @@ def main(argv=None) -> int:
 
     table = [{"relabelling": name, "dice": np.mean(v, axis=0).tolist(), "mean": float(np.mean(v)),
               "seconds": float(np.mean(seconds[name])) if name in seconds else None} for name, v in scores.items()]
-    command = "flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/scribbles_crf.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+    command = benchmark_command("benchmarks/scribbles_crf.py", argv)
     lines = ["# Dense-CRF relabelling of the round-0 network on ACDC training volumes", "",
              f"{len(cases)} training volumes (every n-th of the split), model `{args.model.relative_to(REPO)}` (round 0: "
              "trained on the seed areas only). Dice of the relabelled training labels (seed areas clamped) against the "

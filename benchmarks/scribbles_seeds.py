@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ExtremeSegLib.evaluation import discover_cases  # noqa: E402
-from ExtremeSegLib.evaluation.report import versions  # noqa: E402
+from ExtremeSegLib.evaluation.report import benchmark_command, versions  # noqa: E402
 from ExtremeSegLib.io import read_image, read_labelmap  # noqa: E402
 from ExtremeSegLib.metrics import dice  # noqa: E402
 from ExtremeSegLib.pseudolabel.scribbles import (  # noqa: E402
@@ -150,9 +150,8 @@ def main(argv=None) -> int:
                           f"{np.round(row['rw_dice'], 3).tolist()}", flush=True)
     names = {c.name for c in cases}
     rows = [r for r in rows if r["case"] in names and r["mode"] in args.modes and r["beta"] in args.betas]
-    command = "flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/scribbles_seeds.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    write(summarise(rows, args.taus), REPO / "benchmarks" / "results" / args.name, command.strip(), len(cases))
+    command = benchmark_command("benchmarks/scribbles_seeds.py", argv)
+    write(summarise(rows, args.taus), REPO / "benchmarks" / "results" / args.name, command, len(cases))
     return 0
 
 

@@ -24,7 +24,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle 
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import shlex  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -38,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from ExtremeSegLib.annotations import ExtremePoints  # noqa: E402
 from ExtremeSegLib.evaluation import discover_cases, load_split, run_benchmark, select_cases  # noqa: E402
-from ExtremeSegLib.evaluation.report import versions  # noqa: E402
+from ExtremeSegLib.evaluation.report import benchmark_command, versions  # noqa: E402
 from ExtremeSegLib.io import read_image, read_labelmap, read_segmentation, write_points  # noqa: E402
 from ExtremeSegLib.metrics import dice  # noqa: E402
 from ExtremeSegLib.progress import Progress  # noqa: E402
@@ -207,8 +206,7 @@ def main(argv=None) -> int:
         full = {"seconds": full_seconds, "epochs": total_epochs, "rounds": full_rounds,
                 "summary": full_scores["summary"][spec["object"]]}
 
-    command = "flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/train_extreme_points.py " + \
-        shlex.join(argv if argv is not None else sys.argv[1:])
+    command = benchmark_command("benchmarks/train_extreme_points.py", argv)
     results = {
         "dataset": args.dataset, "object": spec["object"], "label_values": spec["label_values"],
         "n_train": len(train_cases), "n_test": len(test_cases), "click_noise_mm": args.noise_mm,

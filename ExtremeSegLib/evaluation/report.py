@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shlex
 import subprocess
+import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +24,13 @@ from ..metrics import METRICS
 
 _PACKAGES = ("numpy", "scipy", "scikit-image", "nibabel", "pynrrd", "torch", "monai")
 _LABELS = {"dice": "Dice", "hd95": "HD95 (mm)", "precision": "Precision", "recall": "Recall"}
+
+
+def benchmark_command(script: str, argv=None) -> str:
+    """The shell command that reproduces a benchmark run: ``script`` (repository-relative) with ``argv`` (default:
+    this process's arguments), under the shared CPU lock with the project's virtual environment."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    return shlex.join(["flock", "/tmp/extremeseg-cpu.lock", ".venv/bin/python", script] + args)
 
 
 def versions() -> dict:
