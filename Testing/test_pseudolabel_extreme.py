@@ -11,7 +11,7 @@ from ExtremeSegLib.io.markups import write_points
 from ExtremeSegLib.io.segmentations import read_segmentation
 from ExtremeSegLib.io.volumes import read_image, write_volume
 from ExtremeSegLib.metrics import dice
-from ExtremeSegLib.pseudolabel.extreme_points import extreme_points_pseudolabel, relaxed_box
+from ExtremeSegLib.pseudolabel.extreme_points import close_mm, extreme_points_pseudolabel, relaxed_box
 from ExtremeSegLib.simulate import simulate_extreme_points
 
 ROTATION = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -57,6 +57,28 @@ def test_click_noise_costs_little(ellipsoid_case):
     image, label, _ = ellipsoid_case
     noisy = ExtremePoints.from_points(simulate_extreme_points(label, noise_mm=1.5, seed=3), image)
     assert dice(extreme_points_pseudolabel(image, noisy).hard() == 1, label.array) > 0.85
+
+
+def test_closing_in_mm_matches_a_ball_element_and_survives_large_radii():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(0)
+    mask = ndi.binary_opening(rng.random((30, 28, 9)) > 0.55)
+    spacing = (1.4, 1.4, 10.0)
+    radius = 3.0
+    half = np.floor(radius / np.asarray(spacing)).astype(int)
+    grid = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing)], indexing="ij")
+    element = sum(g * g for g in grid) <= radius ** 2
+    pad = [(h, h) for h in half]
+    expected = ndi.binary_closing(np.pad(mask, pad), element)[tuple(slice(h, -h or None) for h in half)]
+    np.testing.assert_array_equal(close_mm(mask, radius, spacing), expected)
+    # a ventricle-sized radius on a cardiac grid (SciPy's element-based closing ran out of memory here)
+    ring = np.zeros((232, 256, 10), bool)
+    ring[60:160, 60:160, 2:8] = True
+    ring[90:130, 90:130, 2:8] = False
+    ring[108:112, 60:90, 2:8] = False  # a notch 4 voxels wide
+    closed = close_mm(ring, 38.0, (1.37, 1.37, 10.0))
+    assert closed[110, 70, 4] and closed[110, 110, 4] and not closed[10, 10, 4]
 
 
 def test_nan_intensities_are_refused(ellipsoid_case):

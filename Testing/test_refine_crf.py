@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ExtremeSegLib.errors import InputError
-from ExtremeSegLib.refine.crf import BilateralGrid, dense_crf, spatial_filter
+from ExtremeSegLib.refine.crf import BilateralGrid, bilateral_grid_bytes, dense_crf, require_crf_memory, spatial_filter
 
 SPACING = np.array([1.5, 1.2, 6.0])
 
@@ -124,3 +124,21 @@ def test_bad_input_is_refused():
         dense_crf(probabilities, image, [1.0, 0.0, 1.0])
     with pytest.raises(InputError, match="sigma"):
         dense_crf(probabilities, image, SPACING, sigma_beta=0.0)
+
+
+def test_crf_memory_estimate_holds_and_large_volumes_are_refused():
+    import tracemalloc
+
+    image = two_region_image(shape=(40, 36, 6))[0]
+    values = np.ones((1,) + image.shape, dtype=np.float32)
+    tracemalloc.start()
+    BilateralGrid(image, SPACING, 2.0, 0.1).filter(values)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    estimate = bilateral_grid_bytes(image.shape, SPACING, 2.0, float(np.ptp(image)), 0.1)
+    assert 0.5 * peak < estimate < 2.0 * peak
+    # a CT-sized volume at the paper's sigmas: refused up front, nothing allocated
+    with pytest.raises(InputError, match="crf to false"):
+        require_crf_memory((512, 512, 300), (0.7, 0.7, 1.0), 2.7, 8.0, 0.1)
+    with pytest.raises(InputError, match="GiB"):
+        BilateralGrid(image, SPACING, 2.0, 0.1, memory_limit_bytes=estimate / 2)

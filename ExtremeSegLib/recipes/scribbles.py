@@ -45,7 +45,7 @@ from ..pseudolabel.scribbles import (
     seed_areas,
     seeds_to_pseudolabel,
 )
-from ..refine.crf import PAPER_PIXEL_MM, dense_crf
+from ..refine.crf import PAPER_PIXEL_MM, dense_crf, require_crf_memory
 from ..refine.uncertainty import mc_dropout_relabel, mc_dropout_sampler
 from .config import from_plain
 from .rounds import Recipe, case_name
@@ -160,6 +160,10 @@ class ScribblesRecipe(Recipe):
         return self._seeds[case.name]
 
     def initial_label(self, job, case) -> PseudoLabel:
+        settings = self.settings(job.config)
+        if settings.crf:  # before any training: a volume too large for the CRF must not fail at the first recursion
+            require_crf_memory(case.frame.grid.shape, case.frame.grid.spacing, settings.crf_sigma_alpha_mm,
+                               float(np.ptp(case.inputs[0])), settings.crf_sigma_beta)
         seeds, probabilities = self._walk(job, case)
         # unknown voxels carry the random walker's guess (no loss there; it is what the round table scores)
         return seeds_to_pseudolabel(seeds, job.num_classes, case.frame.grid, probabilities)

@@ -36,6 +36,40 @@ CELLS_PER_SIGMA = 2.0
 MIN_PROBABILITY = 1e-6
 #: the paper's 2D pixel size (ACDC resampled to 1.36875 mm by its reference [1]); its sigmas are in pixels
 PAPER_PIXEL_MM = 1.36875
+#: refuse a bilateral grid that would need more memory than this (bytes); see :func:`bilateral_grid_bytes`
+DEFAULT_MEMORY_LIMIT = 4 * 1024 ** 3
+
+
+def _grid_cells(shape, spacing, sigma_mm: float, intensity_span: float, sigma_intensity: float,
+                cells_per_sigma: float):
+    """Per axis of the bilateral grid (3 spatial axes, then intensity): cell width (voxels or intensity units),
+    whether it is exact (one voxel per cell, no interpolation) and the number of cells."""
+    widths = [max(1.0, sigma_mm / float(h) / cells_per_sigma) for h in spacing]  # never finer than the voxels
+    widths.append(sigma_intensity / cells_per_sigma)
+    exact = [w == 1.0 for w in widths[:3]] + [False]
+    spans = [n - 1 for n in shape] + [intensity_span]
+    return widths, exact, [int(np.floor(span / w)) + 2 for span, w in zip(spans, widths)]
+
+
+def bilateral_grid_bytes(shape, spacing, sigma_mm: float, intensity_span: float, sigma_intensity: float,
+                         cells_per_sigma: float = CELLS_PER_SIGMA) -> int:
+    """Peak memory (bytes, approximate) of a :class:`BilateralGrid` over an image of ``shape`` whose intensities
+    span ``intensity_span``: the dense grid (float64 splat plus float32 blur copies, 24 bytes a cell) and the
+    splat's corner indices and weights (16 bytes per voxel and corner while they are built)."""
+    _, exact, sizes = _grid_cells(shape, spacing, sigma_mm, intensity_span, sigma_intensity, cells_per_sigma)
+    corners = 2 ** sum(not e for e in exact)
+    return int(24 * np.prod(sizes, dtype=float) + 16 * corners * np.prod(shape, dtype=float))
+
+
+def require_crf_memory(shape, spacing, sigma_mm: float, intensity_span: float, sigma_intensity: float,
+                       memory_limit_bytes: float = DEFAULT_MEMORY_LIMIT, cells_per_sigma: float = CELLS_PER_SIGMA):
+    """:class:`InputError` when the CRF's bilateral grid over ``shape`` would need more than ``memory_limit_bytes``."""
+    needed = bilateral_grid_bytes(shape, spacing, sigma_mm, intensity_span, sigma_intensity, cells_per_sigma)
+    if needed > memory_limit_bytes:
+        raise InputError(
+            f"the dense CRF over a {' x '.join(str(n) for n in shape)}-voxel volume would need about "
+            f"{needed / 1024 ** 3:.1f} GiB, more than the {memory_limit_bytes / 1024 ** 3:.1f} GiB allowed; set "
+            "pseudolabel.crf to false, or train on a coarser grid (inputs.spacing_mm)")
 
 
 def _kernel_1d(sigma_cells: float, exact: bool) -> np.ndarray:
@@ -89,37 +123,28 @@ class BilateralGrid:
     """
 
     def __init__(self, intensities: np.ndarray, spacing, sigma_mm: float, sigma_intensity: float,
-                 cells_per_sigma: float = CELLS_PER_SIGMA):
+                 cells_per_sigma: float = CELLS_PER_SIGMA, memory_limit_bytes: float = DEFAULT_MEMORY_LIMIT):
         intensities = np.asarray(intensities, dtype=np.float64)
         if intensities.ndim != 3:
             raise InputError(f"the CRF image must be 3D, got shape {intensities.shape}")
         if sigma_mm <= 0 or sigma_intensity <= 0:
             raise InputError("the CRF's appearance kernel needs sigma_alpha_mm > 0 and sigma_beta > 0")
         self.shape = intensities.shape
-        coords, sizes, kernels = [], [], []
+        low, span = intensities.min(), float(np.ptp(intensities))
+        require_crf_memory(self.shape, spacing, sigma_mm, span, sigma_intensity, memory_limit_bytes, cells_per_sigma)
+        widths, exact, sizes = _grid_cells(self.shape, spacing, sigma_mm, span, sigma_intensity, cells_per_sigma)
         grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in self.shape], indexing="ij", sparse=True)
-        for axis in range(3):
-            sigma_voxels = sigma_mm / float(spacing[axis])
-            cell = max(1.0, sigma_voxels / cells_per_sigma)  # never finer than the voxels themselves
-            exact = cell == 1.0
-            position = np.broadcast_to(grids[axis] / cell, self.shape).ravel()
-            coords.append((position, exact))
-            sizes.append(int(np.floor(position.max())) + 2)
-            kernels.append(_kernel_1d(sigma_voxels / cell, exact))
-        low = intensities.min()
-        cell = sigma_intensity / cells_per_sigma
-        position = (intensities.ravel() - low) / cell
-        coords.append((position, False))
-        sizes.append(int(np.floor(position.max())) + 2)
-        kernels.append(_kernel_1d(cells_per_sigma, exact=False))
+        coords = [(np.broadcast_to(grids[axis] / widths[axis], self.shape).ravel(), exact[axis]) for axis in range(3)]
+        coords.append(((intensities.ravel() - low) / widths[3], False))
+        self.kernels = [_kernel_1d(sigma_mm / float(h) / w, e) for h, w, e in zip(spacing, widths, exact)]
+        self.kernels.append(_kernel_1d(cells_per_sigma, exact=False))
         self.grid_shape = tuple(sizes)
-        self.kernels = kernels
         # linear splat: per interpolated axis, the two neighbouring cells and their weights
         strides = np.cumprod((1,) + tuple(sizes[::-1]))[::-1][1:]
         corners = [(np.zeros(intensities.size, dtype=np.int64), np.ones(intensities.size))]
-        for (position, exact), stride in zip(coords, strides):
+        for (position, on_voxels), stride in zip(coords, strides):
             base = np.floor(position).astype(np.int64)
-            if exact:
+            if on_voxels:
                 corners = [(idx + base * stride, w) for idx, w in corners]
                 continue
             frac = position - base
@@ -153,7 +178,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def dense_crf(probabilities: np.ndarray, image: np.ndarray, spacing, clamp: np.ndarray | None = None, *,
               appearance_weight: float = 5.0, smoothness_weight: float = 10.0,
               sigma_alpha_mm: float = 2 * PAPER_PIXEL_MM, sigma_beta: float = 0.1,
-              sigma_gamma_mm: float = 5 * PAPER_PIXEL_MM, iterations: int = 5) -> np.ndarray:
+              sigma_gamma_mm: float = 5 * PAPER_PIXEL_MM, iterations: int = 5,
+              memory_limit_bytes: float = DEFAULT_MEMORY_LIMIT) -> np.ndarray:
     """Mean-field marginals ``Q`` (C, I, J, K) of the fully connected CRF (see the module docstring).
 
     probabilities: (C, I, J, K) unary class probabilities (e.g. the network's softmax), summing to 1 over C.
@@ -162,7 +188,8 @@ def dense_crf(probabilities: np.ndarray, image: np.ndarray, spacing, clamp: np.n
     clamp: optional (I, J, K) int, -1 = free, c >= 0 = voxel fixed to class c (seed areas).
     Defaults are the paper's cardiac values ``w1 = 5, w2 = 10, sigma_alpha = 2, sigma_beta = 0.1, sigma_gamma = 5``
     with its pixel sigmas converted to mm (x 1.36875 mm). Only the box around the free voxels (plus the kernels'
-    reach) is computed: clamped voxels farther away cannot change anything.
+    reach) is computed: clamped voxels farther away cannot change anything. :class:`InputError` when the
+    appearance kernel's grid would need more than ``memory_limit_bytes`` (:func:`bilateral_grid_bytes`).
     """
     p = np.asarray(probabilities, dtype=np.float32)
     image = np.asarray(image)
@@ -195,17 +222,18 @@ def dense_crf(probabilities: np.ndarray, image: np.ndarray, spacing, clamp: np.n
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         out[(slice(None),) + box] = _mean_field(p[(slice(None),) + box], image[box], spacing, clamp[box],
                                                 appearance_weight, smoothness_weight, sigma_alpha_mm, sigma_beta,
-                                                sigma_gamma_mm, iterations)
+                                                sigma_gamma_mm, iterations, memory_limit_bytes)
         return out
     return _mean_field(p, image, spacing, None, appearance_weight, smoothness_weight, sigma_alpha_mm, sigma_beta,
-                       sigma_gamma_mm, iterations)
+                       sigma_gamma_mm, iterations, memory_limit_bytes)
 
 
-def _mean_field(p, image, spacing, clamp, w_a, w_s, sigma_alpha_mm, sigma_beta, sigma_gamma_mm, iterations):
+def _mean_field(p, image, spacing, clamp, w_a, w_s, sigma_alpha_mm, sigma_beta, sigma_gamma_mm, iterations,
+                memory_limit_bytes):
     unary = -np.log(np.clip(p, MIN_PROBABILITY, 1.0))
     filters = []
     if w_a > 0:
-        grid = BilateralGrid(image, spacing, sigma_alpha_mm, sigma_beta)
+        grid = BilateralGrid(image, spacing, sigma_alpha_mm, sigma_beta, memory_limit_bytes=memory_limit_bytes)
         filters.append((w_a, grid.filter))
     if w_s > 0:
         filters.append((w_s, lambda v: spatial_filter(v, spacing, sigma_gamma_mm)))
