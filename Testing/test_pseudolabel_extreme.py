@@ -59,6 +59,21 @@ def test_click_noise_costs_little(ellipsoid_case):
     assert dice(extreme_points_pseudolabel(image, noisy).hard() == 1, label.array) > 0.85
 
 
+def test_intensity_rerouting_keeps_paths_from_clicks_that_missed_inside_the_object():
+    # a thin object and clicks 2.5 mm off (per coordinate): paths from clicks outside it run along its rim
+    image, label = make_ellipsoid(shape=(44, 30, 24), radii_mm=(18.0, 5.0, 4.0), spacing=(1.0, 1.0, 1.0), noise=0.1)
+    scores, wrong = {0.0: [], 1.0: []}, {0.0: 0, 1.0: 0}
+    for seed in (2, 3, 4):
+        clicks = ExtremePoints.from_points(simulate_extreme_points(label, noise_mm=2.5, seed=seed), image)
+        for weight in scores:
+            result = extreme_points_pseudolabel(image, clicks, trust="seeds", path_radius_mm=1.0,
+                                                path_intensity_weight=weight)
+            scores[weight].append(dice(result.hard() == 1, label.array))
+            wrong[weight] += np.count_nonzero((result.weight == 1) & (result.hard() == 1) & (label.array == 0))
+    assert np.mean(scores[1.0]) > 0.9 > np.mean(scores[0.0]) + 0.15
+    assert wrong[1.0] < 0.5 * wrong[0.0]
+
+
 def test_closing_in_mm_matches_a_ball_element_and_survives_large_radii():
     from scipy import ndimage as ndi
 
@@ -101,6 +116,10 @@ def test_bad_parameters_are_refused(ellipsoid_case):
         extreme_points_pseudolabel(image, extreme, trust="some")
     with pytest.raises(InputError, match="box_margin_mm"):
         extreme_points_pseudolabel(image, extreme, box_margin_mm=-1.0)
+    with pytest.raises(InputError, match="path_intensity_weight"):
+        extreme_points_pseudolabel(image, extreme, path_intensity_weight=-1.0)
+    with pytest.raises(InputError, match="path_intensity_rounds"):
+        extreme_points_pseudolabel(image, extreme, path_intensity_rounds=0)
 
 
 # -- command line ---------------------------------------------------------------------------------

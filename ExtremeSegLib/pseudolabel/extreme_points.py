@@ -124,6 +124,7 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
                                path_radius_mm: float | None = None, path_radius_fraction: float = 0.06,
                                background_distance_mm: float | None = None, euclidean_weight: float = 10.0,
                                gradient_weight: float = 1.0, auto_scale: bool = True, gradient_sigma_mm: float = 1.0,
+                               path_intensity_weight: float = 1.0, path_intensity_rounds: int = 2,
                                beta: float = 300.0, conductance_power: float = 1.0,
                                intensity_prior_weight: float = 0.0, shape_prior_weight: float = 0.0,
                                keep_connected: bool = True, closing_fraction: float = 0.25, fill_holes: bool = True,
@@ -147,6 +148,12 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         policy, then weighted (a Euclidean weight of 10 keeps the paths from running round the object along its
         dark rim, e.g. the myocardium round the left ventricle); gradient_sigma_mm: Gaussian smoothing (mm) of the
         intensities before the gradient.
+      path_intensity_weight: > 0 (default 1; 0 = off) re-routes the paths ``path_intensity_rounds`` times through voxels whose intensity
+        looks like the foreground seeds' (cost term ``weight * P(background | intensity)`` from histograms of the
+        seeds, paper 001's deep geodesics with an intensity model in place of a network): a path from a click that
+        missed the object (click noise) enters it sooner and stays inside. With 2 mm click noise it raised
+        hippocampus pseudo-labels from 0.730 to 0.759 and ACDC LV from 0.839 to 0.854 (docs/benchmarks.md); it
+        costs one more Dijkstra per path and round, about double the maker's time on large regions.
     Random walker (:func:`.random_walker.random_walker`; intensities normalised to 0..1 in the region)
       beta: edge sensitivity (paper 000: 130 with scikit-image's convention; 300 measured better here).
       conductance_power: coupling across thick slices (1 measured best on ACDC; 2 = diffusion in mm, 0 = per voxel).
@@ -164,9 +171,11 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     if trust not in ("all", "seeds"):
         raise InputError(f"trust must be 'all' or 'seeds', got {trust!r}")
     for name, value in (("box_margin_mm", box_margin_mm), ("path_radius_mm", path_radius_mm),
-                        ("closing_fraction", closing_fraction)):
+                        ("closing_fraction", closing_fraction), ("path_intensity_weight", path_intensity_weight)):
         if value is not None and not value >= 0:
             raise InputError(f"{name} must be >= 0, got {value}")
+    if int(path_intensity_rounds) != path_intensity_rounds or path_intensity_rounds < 1:
+        raise InputError(f"path_intensity_rounds must be a whole number >= 1, got {path_intensity_rounds}")
     image.require_finite()
     spacing = image.spacing
     size_mm = smallest_extent_mm(points)
@@ -188,15 +197,25 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     region = image.crop(lo, hi)
     intensities = normalise_intensities(region.array)
 
-    paths = extreme_point_paths(intensities, points.index(image) - lo, spacing, euclidean_weight=euclidean_weight,
-                                gradient_weight=gradient_weight, auto_scale=auto_scale, sigma_mm=gradient_sigma_mm)
-    seeds = seeds_from_paths(shape, paths, spacing, relaxed_lo - lo, relaxed_hi - lo, path_radius_mm,
-                             background_distance_mm)
+    def seeds_along(**cost):
+        paths = extreme_point_paths(intensities, points.index(image) - lo, spacing, euclidean_weight=euclidean_weight,
+                                    gradient_weight=gradient_weight, auto_scale=auto_scale, sigma_mm=gradient_sigma_mm,
+                                    **cost)
+        return paths, seeds_from_paths(shape, paths, spacing, relaxed_lo - lo, relaxed_hi - lo, path_radius_mm,
+                                       background_distance_mm)
+
+    paths, seeds = seeds_along()
     if not np.any(seeds == 0):
         raise InputError(
             "the extreme points span the whole image, so no voxel is known to be background; "
             "crop the image with some margin around the object, or set background_distance_mm"
         )
+    for _ in range(int(path_intensity_rounds) if path_intensity_weight > 0 else 0):
+        # the foreground model from the paths alone: their dilation reaches over the object's edge more often
+        model = np.where(seeds == 0, 0, -1).astype(np.int16)
+        model[tuple(np.concatenate(paths).T)] = 1
+        unlike = 1.0 - intensity_likelihood_ratio(intensities, model)
+        paths, seeds = seeds_along(background_probability=unlike, background_weight=path_intensity_weight)
     prior, prior_weight = None, intensity_prior_weight + shape_prior_weight
     if prior_weight > 0:
         likely = np.zeros(shape)
