@@ -14,7 +14,7 @@ from ExtremeSegLib.errors import CancelledError, InputError
 from ExtremeSegLib.io import read_segmentation, write_points, write_volume
 from ExtremeSegLib.metrics import dice
 from ExtremeSegLib.progress import Progress
-from ExtremeSegLib.recipes import JobConfig, predict, train
+from ExtremeSegLib.recipes import JobConfig, RoundsConfig, predict, train
 from ExtremeSegLib.recipes.extreme_points import erode_mm, random_walker_regularisation
 from ExtremeSegLib.simulate import simulate_extreme_points
 from ExtremeSegLib.training.model_file import read_description
@@ -159,6 +159,19 @@ def test_random_walker_regularisation_pulls_a_too_large_prediction_to_the_edge()
     assert dice(walked[1] >= 0.5, truth.array) > 0.95 > dice(swollen.array, truth.array)
     everything = np.stack([np.zeros((32, 32, 32)), np.ones((32, 32, 32))]).astype(np.float32)
     assert np.all(random_walker_regularisation(image, everything, 4.0)[1] == 1.0)
+
+
+def test_regularisation_prior_keeps_a_right_prediction_that_the_plain_walker_shrinks():
+    # a bright core inside a faint rim (a ventricle's trabeculae): the strongest edge is inside the object
+    image, truth = make_ellipsoid(shape=(32, 32, 32), radii_mm=(9.0, 9.0, 9.0), spacing=(1.0, 1.0, 1.0), noise=0.02)
+    _, core = make_ellipsoid(shape=(32, 32, 32), radii_mm=(6.0, 6.0, 6.0), spacing=(1.0, 1.0, 1.0))
+    image = image.with_array(image.array - 0.75 * (truth.array - core.array))
+    prediction = np.stack([1.0 - truth.array, truth.array]).astype(np.float32)
+    plain = random_walker_regularisation(image, prediction, erosion_mm=4.0)[1] >= 0.5
+    kept = random_walker_regularisation(image, prediction, erosion_mm=4.0, prior_weight=2.0)[1] >= 0.5
+    assert dice(plain, truth.array) < 0.8 and dice(kept, truth.array) > 0.95
+    with pytest.raises(InputError, match="prior_weight"):
+        RoundsConfig(prior_weight=-1.0)
 
 
 def test_erosion_is_in_mm_and_keeps_a_core():

@@ -14,6 +14,9 @@ interrupted continues from its checkpoint when started again)::
     $B full --arch 2d            # dense labels, same network, as many training steps as round 0 + recursions
     $B report                    # benchmarks/results/scribbles_acdc.md and .json
 
+``--tau`` keeps seed voxels at another random-walker probability than 0.99: round0 and the variants then run in
+their own folders (``<arch>_tau<tau>``, rows titled with the tau); ``full`` does not depend on it.
+
 Every variant continues from the same round-0 network (a copy of the round0 run with its job description changed
 to the variant's; the engine then resumes at the first relabelling). ``--arch 3d`` trains an anisotropic 3D
 network (3x3x1 kernels while slices are thick, 3x3x3 deeper; 128 x 128 x 8 patches, batch 1) instead of the 2D one
@@ -21,7 +24,7 @@ network (3x3x1 kernels while slices are thick, 3x3x3 deeper; 128 x 128 x 8 patch
 network trained on 128 x 128 patches (earlier runs) found hearts in every window of the image that had none:
 with dense labels it reached only 0.337 mean Dice, against 0.84 on its own training patches. The 3D network's
 patch is the planner's (the median volume shrunk to ``max_patch_voxels``).
-Runs go to ``benchmarks/runs/scribbles_acdc/<arch>/<stage>`` (not committed).
+Runs go to ``benchmarks/runs/scribbles_acdc/<arch>[_tau<tau>]/<stage>`` (not committed).
 """
 
 from __future__ import annotations
@@ -76,8 +79,10 @@ SETTINGS = {
     "rounds": {"agreement": 0.99},
     "device": "cpu",
 }
-#: variant -> (training rounds, pseudolabel settings); all share round 0 (seed areas, tau 0.99, 2D random walker)
+#: variant -> (training rounds, pseudolabel settings); all share round 0 (seed areas, 2D random walker, the tau of
+#: --tau: 0.99 unless a run's folder and rows name another)
 SEEDS = {"tau": 0.99, "beta": 130.0, "walk": "2d"}
+LOCKED = "flock /tmp/extremeseg-cpu.lock .venv/bin/python"  # how stages are started unless a stage records otherwise
 VARIANTS = {
     "none": ("Base (no recursion)", 1, {"crf": False, "uncertainty": False}),
     "base": ("Base", 1 + RECURSIONS, {"crf": False, "uncertainty": False}),
@@ -134,9 +139,18 @@ def job(arch: str, recipe: str, output: Path, data: Path, epochs: int, max_round
     })
 
 
+def launcher() -> str:
+    """How this stage was started, for the report's commands: under the shared CPU lock (flock is the parent
+    process) or not, and with a thread limit if one was set."""
+    parent = Path(f"/proc/{os.getppid()}/cmdline")
+    locked = parent.exists() and parent.read_bytes().split(b"\0")[0].endswith(b"flock")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + (LOCKED if locked else ".venv/bin/python")
+
+
 def timed(folder: Path, stage: str, run) -> None:
     """Run a stage and add its wall time to ``folder/stages.json`` (interrupted parts count too)."""
-    started = time.perf_counter()
+    started, launched = time.perf_counter(), launcher()  # at the start: a stage outliving its shell is adopted by init
     try:
         run()
         status = "done"
@@ -145,7 +159,8 @@ def timed(folder: Path, stage: str, run) -> None:
     record = folder / "stages.json"
     stages = json.loads(record.read_text()) if record.exists() else []
     stages.append({"stage": stage, "status": status, "seconds": time.perf_counter() - started,
-                   "command": " ".join(sys.argv), "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                   "command": " ".join(sys.argv), "launcher": launched,
+                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
     record.write_text(json.dumps(stages, indent=1) + "\n")
 
 
@@ -153,10 +168,15 @@ def resumable(config: JobConfig) -> bool:
     return (Path(config.output) / "state" / "state.json").is_file()
 
 
+def run_folder(args, stage: str) -> Path:
+    """A stage's run folder: seed areas at another tau are another set of runs, round 0 included."""
+    return RUNS / (args.arch if args.tau == SEEDS["tau"] else f"{args.arch}_tau{args.tau:g}") / stage
+
+
 def run_round0(args) -> None:
-    folder = RUNS / args.arch / "round0"
+    folder = run_folder(args, "round0")
     config = job(args.arch, "scribbles", folder, args.data, ROUND0_EPOCHS, 1 + RECURSIONS,
-                 {**SEEDS, **VARIANTS["base"][2]})
+                 {**SEEDS, "tau": args.tau, **VARIANTS["base"][2]})
     state = folder / "state" / "state.json"
     if state.is_file() and json.loads(state.read_text())["phase"] != "train":
         print(f"{folder}: round 0 is trained already")
@@ -165,11 +185,11 @@ def run_round0(args) -> None:
 
 
 def run_variant(args) -> None:
-    source = RUNS / args.arch / "round0"
-    folder = RUNS / args.arch / args.variant
+    source, folder = run_folder(args, "round0"), run_folder(args, args.variant)
     _, rounds, pseudolabel = VARIANTS[args.variant]
     rounds = rounds if args.recursions is None else 1 + args.recursions
-    config = job(args.arch, "scribbles", folder, args.data, RECURSION_EPOCHS, rounds, {**SEEDS, **pseudolabel})
+    config = job(args.arch, "scribbles", folder, args.data, RECURSION_EPOCHS, rounds,
+                 {**SEEDS, "tau": args.tau, **pseudolabel})
     if not folder.exists():
         state = json.loads((source / "state" / "state.json").read_text())
         if state["phase"] != "refine" or state["round"] != 0:
@@ -221,18 +241,20 @@ def report(args) -> None:
     previous = json.loads(RESULTS.with_suffix(".json").read_text()) if RESULTS.with_suffix(".json").exists() else {}
     results["runs"].update(previous.get("runs", {}))
     results["seed_areas"] = results["seed_areas"] or previous.get("seed_areas", {})
-    for arch in ARCHS:
-        round0 = RUNS / arch / "round0" / "stages.json"
+    for tag in sorted(p.name for p in RUNS.glob("*") if p.is_dir()):  # <arch> or <arch>_tau<tau>
+        round0 = RUNS / tag / "round0" / "stages.json"
         round0_stages = json.loads(round0.read_text()) if round0.exists() else []
         round0_seconds = sum(s["seconds"] for s in round0_stages) if round0_stages else None
         # which round-0 training a variant continued (two trainings with the same settings differ by ~0.02 Dice)
         round0_trained = round0_stages[-1]["finished"] if round0_stages else None
         for name in list(VARIANTS) + ["full"]:
-            run = load_run(RUNS / arch / name)
+            run = load_run(RUNS / tag / name)
             if run is not None:
                 run["round0_seconds"] = round0_seconds if name != "full" else None
                 run["round0_trained"] = round0_trained if name != "full" else None
-                results["runs"][f"{arch}/{name}"] = run
+                if name != "full" and round0_stages:  # round 0's command belongs with the run that continues it
+                    run["round0_stages"] = round0_stages
+                results["runs"][f"{tag}/{name}"] = run
     RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     RESULTS.with_suffix(".md").write_text(markdown(results, len(test_cases)) + "\n")
     print(RESULTS.with_suffix(".md").read_text())
@@ -249,13 +271,14 @@ def markdown(results: dict, n_test: int) -> str:
         f"Fixed patient split (`benchmarks/splits/acdc.json`): 100 training volumes with their hand-drawn scribbles "
         f"(no dense labels), {n_test} test volumes (scored against the expert labels, never annotated). Test Dice per "
         "structure, 3D per volume, mean over the test volumes, on the original image grid. CPU only (2 cores shared "
-        "with other jobs, each stage under `flock /tmp/extremeseg-cpu.lock`); wall times are of the whole stage "
-        "(training, predicting every training and test volume each round, relabelling).", "",
+        "with other jobs, each stage under `flock /tmp/extremeseg-cpu.lock` unless its command below says otherwise); "
+        "wall times are of the whole stage (training, predicting every training and test volume each round, "
+        "relabelling).", "",
         f"Network: 2D U-Net run slice by slice (MONAI DynUNet, filters 16-256, dropout 0.5 after each block of the 3 "
         f"innermost levels), whole slices at the median spacing (patch 224 x 256), batch 4, no flips, partial "
         f"cross-entropy, AdamW 2e-3 with polynomial decay. Round 0: "
         f"{results['round0_epochs'] * steps} steps on the seed areas (random walker per slice, beta "
-        f"{results['seeds']['beta']:g}, tau {results['seeds']['tau']}); each recursion: "
+        f"{results['seeds']['beta']:g}, tau {results['seeds']['tau']} unless the row names another); each recursion: "
         f"{results['recursion_epochs'] * steps} steps from the previous weights. Full supervision: the same network, "
         f"{(results['round0_epochs'] + RECURSIONS * results['recursion_epochs']) * steps} steps on the dense labels.",
         "", "## Test Dice", "",
@@ -271,12 +294,15 @@ def markdown(results: dict, n_test: int) -> str:
     g = GROW_FROM_SEEDS
     lines.append(f"| Slicer Grow from seeds (all scribbled volumes, data README) | – | "
                  f"{_fmt([g['RV'], g['Myo'], g['LV'], g['mean']])} | – | – |")
-    full_mean = {}
-    latest_round0 = max((r.get("round0_trained") or "" for r in results["runs"].values()), default="")
+    full_mean, latest_round0 = {}, {}
+    for key, run in results["runs"].items():  # per run folder: each tau has its own round 0
+        tag = key.split("/")[0]
+        latest_round0[tag] = max(latest_round0.get(tag, ""), run.get("round0_trained") or "")
     for key, run in results["runs"].items():
-        arch, name = key.split("/")
-        title = "Fully supervised" if name == "full" else VARIANTS[name][0]
-        if name != "full" and (run.get("round0_trained") or "") != latest_round0:
+        tag, name = key.split("/")
+        arch, _, tau = tag.partition("_tau")
+        title = "Fully supervised" if name == "full" else VARIANTS[name][0] + (f", seed areas tau {tau}" if tau else "")
+        if name != "full" and (run.get("round0_trained") or "") != latest_round0[tag]:
             title += ", from an earlier round-0 training"
         wall = f"{sum(s['seconds'] for s in run['stages']) / 60:.0f} min"
         if run.get("round0_seconds"):
@@ -290,16 +316,21 @@ def markdown(results: dict, n_test: int) -> str:
             full_mean[arch] = run["rounds"][-1]["validation_dice"]
     lines += ["", "Ratio to our own full supervision (final recursion):", ""]
     for key, run in results["runs"].items():
-        arch, name = key.split("/")
+        tag, name = key.split("/")
+        arch, _, tau = tag.partition("_tau")
         if name != "full" and arch in full_mean and run["rounds"][-1]["validation_dice"] is not None:
             ratio = run["rounds"][-1]["validation_dice"] / full_mean[arch]
-            lines.append(f"- {VARIANTS[name][0]} ({arch}): {ratio:.3f}")
+            lines.append(f"- {VARIANTS[name][0]}{f', seed areas tau {tau}' if tau else ''} ({arch}): {ratio:.3f}")
     lines += ["", "Paper 004, Table 1 (ACDC challenge test set, 2D U-Net, GPU): "
               + "; ".join(f"{k} {np.mean(v):.3f} (RV {v[0]}, Myo {v[1]}, LV {v[2]})" for k, v in PAPER.items()), "",
               "## Commands", "", "```",
               'B="flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/scribbles_acdc.py"']
-    stages = sorted({s["command"] for run in results["runs"].values() for s in run["stages"]})
-    lines += [f"$B {c.split('scribbles_acdc.py', 1)[-1].strip()}" for c in stages] + ["$B report", "```"]
+    stages = [s for run in results["runs"].values() for s in run.get("round0_stages", []) + run["stages"]]
+    # stages recorded before the launcher was, ran under the lock
+    for command, launch in sorted({(s["command"], s.get("launcher", LOCKED)) for s in stages}):
+        args = command.split("scribbles_acdc.py", 1)[-1].strip()
+        lines.append(f"$B {args}" if launch == LOCKED else f"{launch} benchmarks/scribbles_acdc.py {args}")
+    lines += ["$B report", "```"]
     return "\n".join(lines)
 
 
@@ -310,6 +341,8 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", choices=sorted(ARCHS), default="2d")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "acdc")
     parser.add_argument("--recursions", type=int, help=f"variant: recursions to run (default {RECURSIONS})")
+    parser.add_argument("--tau", type=float, default=SEEDS["tau"],
+                        help=f"seed areas: random-walker probability a seed voxel needs (default {SEEDS['tau']})")
     parser.add_argument("--quick", action="store_true", help="smoke test: 3 cases per side, 2 steps per epoch")
     args = parser.parse_args(argv)
     if args.quick:

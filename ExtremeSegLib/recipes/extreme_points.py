@@ -6,7 +6,9 @@ on each case's model grid (its keywords come from the job's ``pseudolabel`` sect
 engine (inputs: image + Gaussian heatmaps of the clicks; loss: soft Dice on the probabilities). Step 4
 (:func:`random_walker_regularisation`): the prediction's foreground (P >= 0.5) and background are each eroded
 by ``rounds.erosion_mm`` and the random walker relabels the gap between them; everything outside the clicks'
-relaxed box stays background. The paper's ImageNet-pretrained 2D encoder is not used (no weights are downloaded).
+relaxed box stays background. Departure: the walker in the gap is also pulled towards the prediction
+(``rounds.prior_weight``, 0 = the paper's walker), because the plain walker made the labels worse every round here.
+The paper's ImageNet-pretrained 2D encoder is not used (no weights are downloaded).
 """
 
 from __future__ import annotations
@@ -101,5 +103,5 @@ class ExtremePointsRecipe(Recipe):
         outside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = False
         rounds = job.config.rounds
         walked = random_walker_regularisation(grid, probabilities, rounds.erosion_mm, rounds.beta, outside,
-                                              job.device.type)
+                                              job.device.type, prior_weight=rounds.prior_weight)
         return PseudoLabel(walked, label.weight, grid)
