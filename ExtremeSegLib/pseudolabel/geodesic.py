@@ -89,11 +89,14 @@ def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1
     """The 3 paths joining each pair of opposite extreme points inside ``image``'s grid.
 
     ``extreme_index``: (3, 2, 3) voxel indices of the pairs (as ``ExtremePoints.index``), rounded and clipped
-    to the grid. ``cost_params`` go to :func:`geodesic_cost` (the automatic scaling uses each path's start).
+    to the grid. ``cost_params`` go to :func:`geodesic_cost` (the automatic scaling uses each path's start);
+    its ``gradient``, when given, saves computing :func:`gradient_magnitude` again (``sigma_mm`` is then unused).
     Returns a list of 3 arrays (N_a, 3) of voxel indices.
     """
     extreme_index = np.clip(np.round(np.asarray(extreme_index, dtype=float)), 0, np.asarray(image.shape) - 1)
-    gradient = gradient_magnitude(image, spacing, cost_params.pop("sigma_mm", 0.0))
+    sigma_mm = cost_params.pop("sigma_mm", 0.0)
+    gradient = cost_params.pop("gradient", None)
+    gradient = gradient_magnitude(image, spacing, sigma_mm) if gradient is None else gradient
     per_start = cost_params.get("auto_scale", True)  # the Euclidean scale depends on each path's start
     shared = None if per_start else geodesic_cost(image, spacing, gradient=gradient, **cost_params)
     paths = []
