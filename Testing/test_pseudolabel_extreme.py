@@ -11,7 +11,7 @@ from ExtremeSegLib.io.markups import write_points
 from ExtremeSegLib.io.segmentations import read_segmentation
 from ExtremeSegLib.io.volumes import read_image, write_volume
 from ExtremeSegLib.metrics import dice
-from ExtremeSegLib.pseudolabel.extreme_points import close_mm, extreme_points_pseudolabel, relaxed_box
+from ExtremeSegLib.pseudolabel.extreme_points import close_mm, convex_slices, extreme_points_pseudolabel, relaxed_box
 from ExtremeSegLib.simulate import simulate_extreme_points
 
 ROTATION = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -96,6 +96,34 @@ def test_closing_in_mm_matches_a_ball_element_and_survives_large_radii():
     assert closed[110, 70, 4] and closed[110, 110, 4] and not closed[10, 10, 4]
 
 
+def test_convex_slices_fill_each_thick_slice_to_its_hull():
+    mask = np.zeros((40, 40, 5), bool)
+    yy, xx = np.mgrid[:40, :40]
+    disc = (yy - 20) ** 2 + (xx - 20) ** 2 <= 12 ** 2
+    mask[..., 1:4] = disc[..., None]
+    mask[14:26, 20:33, 2] = False  # a bite out of the middle slice's edge: not convex there
+    hull = convex_slices(mask, (1.5, 1.5, 10.0))
+    assert hull[20, 28, 2] and not hull[20, 20, 0]  # bite filled; the empty slice stays empty
+    assert np.all(hull >= mask)
+    # a convex slice keeps its shape (the digital disc gains at most a few rim pixels); the bitten one grows
+    assert np.count_nonzero(hull[..., 1] & ~mask[..., 1]) < 0.08 * disc.sum()
+    assert np.count_nonzero(hull[..., 2] & ~mask[..., 2]) > 0.5 * np.count_nonzero(mask[..., 1] & ~mask[..., 2])
+    # slices are taken across the coarsest axis: here the first one
+    assert convex_slices(np.moveaxis(mask, 2, 0), (10.0, 1.5, 1.5))[2, 20, 28]
+
+
+def test_convex_option_grows_the_label_only_inside_the_box(ellipsoid_case):
+    image, label, extreme = ellipsoid_case
+    plain = extreme_points_pseudolabel(image, extreme).hard() == 1
+    convex = extreme_points_pseudolabel(image, extreme, convex=True).hard() == 1
+    assert np.all(convex >= plain)
+    assert dice(convex, label.array) > 0.9
+    lo, hi = relaxed_box(extreme, image, 1.0)
+    outside = np.ones(image.shape, bool)
+    outside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = False
+    assert not np.any(convex & outside)
+
+
 def test_nan_intensities_are_refused(ellipsoid_case):
     image, _, extreme = ellipsoid_case
     array = image.array.copy()
@@ -150,6 +178,8 @@ def test_cli_end_to_end(files, capsys):
     assert "already exists" in capsys.readouterr().err
     assert out.read_bytes() == before
     assert main(argv + ["--overwrite"]) == 0
+    assert main(argv + ["--overwrite", "--convex"]) == 0  # the shape prior only adds voxels
+    assert np.all(read_segmentation(out)[1][0].mask >= segments[0].mask)
 
 
 @pytest.mark.parametrize("points, message", [

@@ -56,11 +56,14 @@ def test_points_to_model_and_segmentations(job):
     assert history[0]["pseudolabel_dice"] > 0.8  # the random walker from clicks on a clean object
     assert history[0]["agreement"] is not None and history[1]["agreement"] is None
     assert history[1]["train_dice"] > 0.5 and history[1]["validation_dice"] > 0.5
+    assert history[1]["validation_dice_raw"] > 0.5  # before the label map's cleaning
     assert "rounds_plot" in outputs and len(outputs["segmentations"]) == 3 and len(outputs["validation"]) == 1
 
     description = read_description(outputs["model"])
     assert description["recipe"] == "extreme_points" and description["inputs"]["spacing_mm"] == [1.0, 1.0, 2.0]
     assert description["classes"] == [{"name": "object", "label_values": [3]}]
+    assert description["postprocess"] == {"clip_to_points": True, "box_margin_mm": 3.0, "largest_component": True,
+                                          "convex": False}
     folder = job.parent
     written = predict(outputs["model"], folder / "case3_image.nii.gz", folder / "case3.seg.nrrd",
                       points=folder / "case3.mrk.json", device="cpu")
@@ -119,6 +122,9 @@ def test_cancel_then_resume_finishes_the_same_job(job):
     with pytest.raises(InputError, match="different configuration .*training"):
         train(JobConfig.from_json(job.with_name("changed.json")), resume=True)
 
+    saved = json.loads((run / "state" / "job.json").read_text())
+    del saved["postprocess"]  # a run started before that section existed resumes with its defaults
+    (run / "state" / "job.json").write_text(json.dumps(saved))
     stream = io.StringIO()
     outputs = train(config, Progress(jsonl=True, stream=stream), resume=True)  # the stale CANCEL file is cleared
     epochs = [(e["round"], e["epoch"]) for e in map(json.loads, stream.getvalue().splitlines()) if e["event"] == "epoch"]

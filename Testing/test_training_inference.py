@@ -60,3 +60,28 @@ def test_predict_refuses_what_it_cannot_do_well(files):
         predict(folder / "model.pt", folder / "image.nrrd", folder / "b.seg.nrrd", points=folder / "points.mrk.json",
                 device="cpu")
     assert (folder / "b.seg.nrrd").read_text() == "the user's file"
+
+
+def test_predict_cleans_the_label_map_as_the_model_file_says(files):
+    from scipy import ndimage as ndi
+
+    from ExtremeSegLib.training.model_file import load_model, read_description
+
+    folder, image = files
+    description = read_description(folder / "model.pt")
+    assert load_model(folder / "model.pt").postprocess.largest_component is False  # written before: no cleaning
+    description["postprocess"] = {"clip_to_points": True, "box_margin_mm": 0.0, "largest_component": True,
+                                  "convex": False}
+    model = load_model(folder / "model.pt")
+    save_model(folder / "clean.pt", model.network, description)
+    predict(folder / "clean.pt", folder / "image.nrrd", folder / "out.seg.nrrd", points=folder / "points.mrk.json",
+            probability=folder / "p.nii.gz", device="cpu")
+    mask = read_segmentation(folder / "out.seg.nrrd")[1][0].mask
+    raw = read_volume(folder / "p.nii.gz").array > 0.5  # probabilities are the network's own
+    assert mask.any() and np.all(raw >= mask)
+    assert ndi.label(mask, structure=np.ones((3, 3, 3)))[1] == 1
+    points = ExtremePoints.from_points(read_points(folder / "points.mrk.json")[0], image)
+    lo, hi = points.box_index(image, 0.0)
+    inside = np.zeros(image.shape, bool)
+    inside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+    assert not np.any(mask & ~inside) and np.any(raw & ~inside)

@@ -46,6 +46,9 @@ DATASET_OPTIONS = {
     "hippocampus": {"background_distance_mm": 8.0, "path_radius_mm": 1.0},
     "acdc": {"beta": 600.0, "path_radius_fraction": 0.1},
 }
+#: a shape prior for one structure: the LV cavity is convex in each short-axis slice (all 140, LV 0.864 -> 0.887
+#: exact, 0.854 -> 0.876 with 2 mm noise); never for the RV's crescent or the myocardium's ring
+STRUCTURE_OPTIONS = {("acdc", "LV"): {"convex": True}}
 SPEED_SHAPE = (200, 150, 90)
 
 
@@ -55,8 +58,8 @@ def quality(data: Path, work: Path, noises, limit, options: dict, datasets, log)
     for dataset in datasets:
         structures = DATASETS[dataset]
         cases = discover_cases(data / dataset)[:limit]
-        dataset_options = {**DATASET_OPTIONS[dataset], **options}
         for name, values in structures.items():
+            dataset_options = {**DATASET_OPTIONS[dataset], **STRUCTURE_OPTIONS.get((dataset, name), {}), **options}
             for noise in noises:
                 out = work / f"{dataset}_{name}_noise{noise:g}"
                 method_options = MethodOptions(structures={name: values}, seed=0, noise_mm=noise,
@@ -163,13 +166,22 @@ def write_results(quality_rows, speed_rows, command, options):
             "quality": quality_rows, "speed": speed_rows, "speed_region": list(SPEED_SHAPE),
             "cpu_threads": os.cpu_count(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     (RESULTS / "pseudolabel_extreme.json").write_text(json.dumps(data, indent=1))
-    maker = {row["dataset"]: row["options"] for row in quality_rows}
+    maker = {}  # dataset -> structure -> options; one entry per dataset where its structures share them
+    for row in quality_rows:
+        options_text = json.dumps(row["options"]) if row["options"] else "defaults"
+        maker.setdefault(row["dataset"], {})[row["structure"]] = options_text
+    maker_text = []
+    for dataset, per_structure in maker.items():
+        if len(set(per_structure.values())) == 1:
+            maker_text.append(f"{dataset} `{next(iter(per_structure.values()))}`")
+        else:
+            maker_text += [f"{dataset} {structure} `{o}`" for structure, o in per_structure.items()]
     lines = ["# Extreme points -> pseudo-labels", "",
              "Run under the shared CPU lock (2 cores shared with other jobs).", "",
              *[f"- quality: `{c}`" for c in quality_commands], f"- speed: `{speed_command}`", "",
              "Clicks simulated from the ground truth (`simulate_extreme_points`, seeded per case); each structure is "
              "its own object with its own 6 clicks. Maker options (defaults otherwise): "
-             + "; ".join(f"{d} `{json.dumps(o) if o else 'defaults'}`" for d, o in maker.items()) + ".", ""]
+             + "; ".join(maker_text) + ".", ""]
     if quality_rows:
         lines += ["## Pseudo-label Dice (mean ± std over cases)", "",
                   "| dataset | structure | cases | Dice, exact clicks | Dice, 2 mm click noise | drop | s/case |",

@@ -45,6 +45,9 @@ def add_arguments(parser) -> None:
     group.add_argument("--conductance-power", type=float, default=DEFAULTS["conductance_power"],
                        help="random-walker coupling across thick slices: (finest/this spacing)^power "
                             f"(default {DEFAULTS['conductance_power']})")
+    group.add_argument("--convex", action="store_true",
+                       help="shape prior: each slice across the thickest axis becomes its convex hull (for objects "
+                            "convex in those slices, e.g. the left ventricle's cavity; not for rings or curved ones)")
     group.add_argument("--solver", choices=SOLVERS, default="auto", help="random-walker solver (default auto)")
     group.add_argument("--device", default="cpu", help="torch device for the cg_torch solver (default cpu)")
 
@@ -77,7 +80,7 @@ def run(args) -> int:
         image, extreme, box_margin_mm=args.box_margin_mm, path_radius_mm=args.path_radius_mm,
         background_distance_mm=args.background_distance_mm, beta=args.beta,
         intensity_prior_weight=args.intensity_prior_weight, shape_prior_weight=args.shape_prior_weight,
-        conductance_power=args.conductance_power, solver=args.solver, device=args.device)
+        conductance_power=args.conductance_power, convex=args.convex, solver=args.solver, device=args.device)
     mask = label.hard() == 1
     written = write_segmentation(args.out, image, [Segment(args.segment_name, mask)], overwrite=args.overwrite)
     print(f"wrote segment {args.segment_name!r} ({int(mask.sum())} voxels, "

@@ -95,6 +95,15 @@ def relaxed_box(points: ExtremePoints, image: Volume, margin_mm: float):
     return np.maximum(lo - pad, 0), np.minimum(hi + pad, image.shape)
 
 
+def _slices_across_coarsest_axis(shape, spacing):
+    """Index tuples of the 2D slices across the axis with the largest voxel size (the first on a tie)."""
+    axis = int(np.argmax(spacing))
+    for index in range(shape[axis]):
+        plane = [slice(None)] * 3
+        plane[axis] = index
+        yield tuple(plane)
+
+
 def fill_enclosed(mask: np.ndarray, spacing) -> np.ndarray:
     """``mask`` with its holes filled in 3D and in every slice across the coarsest axis.
 
@@ -102,13 +111,24 @@ def fill_enclosed(mask: np.ndarray, spacing) -> np.ndarray:
     (ACDC: papillary muscles inside the left ventricle).
     """
     filled = ndi.binary_fill_holes(mask)
-    axis = int(np.argmax(spacing))
-    for index in range(mask.shape[axis]):
-        plane = [slice(None)] * 3
-        plane[axis] = index
-        plane = tuple(plane)
+    for plane in _slices_across_coarsest_axis(mask.shape, spacing):
         filled[plane] = ndi.binary_fill_holes(filled[plane])
     return filled
+
+
+def convex_slices(mask: np.ndarray, spacing) -> np.ndarray:
+    """``mask`` replaced, slice by slice across the coarsest axis, by the convex hull of each slice's part.
+
+    A shape prior for objects that are convex in those slices (a ventricle's cavity in short-axis slices, with
+    the trabeculae and papillary muscles the random walker leaves out); not for rings or curved objects.
+    """
+    from skimage.morphology import convex_hull_image
+
+    hull = mask.copy()
+    for plane in _slices_across_coarsest_axis(mask.shape, spacing):
+        if hull[plane].any():
+            hull[plane] = convex_hull_image(mask[plane])
+    return hull
 
 
 def keep_connected_to(foreground: np.ndarray, seeds_mask: np.ndarray) -> np.ndarray:
@@ -128,7 +148,8 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
                                beta: float = 300.0, conductance_power: float = 1.0,
                                intensity_prior_weight: float = 0.0, shape_prior_weight: float = 0.0,
                                keep_connected: bool = True, closing_fraction: float = 0.25, fill_holes: bool = True,
-                               trust: str = "all", solver: str = "auto", tol: float = 1e-3, device="cpu",
+                               convex: bool = False, trust: str = "all", solver: str = "auto", tol: float = 1e-3,
+                               device="cpu",
                                memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT) -> PseudoLabel:
     """Pseudo-label (background, foreground) of the object the 6 extreme points bound.
 
@@ -165,7 +186,9 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     Output
       keep_connected: keep only the foreground connected to the paths. closing_fraction: close notches narrower
         than this fraction of the smallest click distance (trabeculae at the ventricle's wall). fill_holes: fill
-        enclosed holes (3D and per slice across the coarsest axis).
+        enclosed holes (3D and per slice across the coarsest axis). convex: a shape prior, off by default: each
+        slice across the coarsest axis becomes its convex hull (:func:`convex_slices`; for objects convex in
+        those slices, e.g. the left ventricle's cavity, never for the myocardium's ring).
       trust: ``"all"`` (weight 1 everywhere) or ``"seeds"`` (weight 1 on seeds only).
       memory_limit_bytes: :class:`InputError` when the random walker's estimated memory for the region exceeds it.
     """
@@ -230,7 +253,7 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         prior = np.stack([1.0 - likely, likely])
     probs = random_walker(intensities, seeds, spacing, beta=beta, solver=solver, tol=tol, device=device,
                           prior=prior, prior_weight=prior_weight, conductance_power=conductance_power)
-    fg = postprocess(probs[1], seeds, spacing, keep_connected, fill_holes, closing_fraction * size_mm)
+    fg = postprocess(probs[1], seeds, spacing, keep_connected, fill_holes, closing_fraction * size_mm, convex)
 
     full = np.zeros(image.shape, dtype=np.float32)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
@@ -256,9 +279,10 @@ def close_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
 
 
 def postprocess(foreground: np.ndarray, seeds: np.ndarray, spacing, keep_connected: bool = True,
-                fill_holes: bool = True, closing_mm: float = 0.0) -> np.ndarray:
+                fill_holes: bool = True, closing_mm: float = 0.0, convex: bool = False) -> np.ndarray:
     """P(foreground) cleaned: disconnected foreground (from the seeds 1) set to 0; notches narrower than
-    ``closing_mm`` (morphological closing) and enclosed holes set to 1; background seeds 0."""
+    ``closing_mm`` (morphological closing), enclosed holes and, with ``convex``, the rest of each slice's convex
+    hull set to 1; background seeds 0."""
     fg = foreground.copy()
     if keep_connected:
         hard = fg > 0.5
@@ -269,6 +293,9 @@ def postprocess(foreground: np.ndarray, seeds: np.ndarray, spacing, keep_connect
     if fill_holes:
         hard = fg > 0.5
         fg[fill_enclosed(hard, spacing) & ~hard] = 1.0
+    if convex:
+        hard = fg > 0.5
+        fg[convex_slices(hard, spacing) & ~hard] = 1.0
     fg[seeds == 0] = 0.0  # outside the relaxed box (and far from the paths) is background by construction
     return fg
 

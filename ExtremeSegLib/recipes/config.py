@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 from ..errors import InputError
 from ..training.data import InputSpec
 from ..training.engine import DEVICES, TrainingSettings
+from ..training.postprocess import PostprocessConfig
 
 MODALITIES = ("mri", "ct", "other")
 
@@ -121,6 +122,7 @@ class JobConfig:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     pseudolabel: Dict[str, Any] = field(default_factory=dict)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     device: str = "auto"
 
     def __post_init__(self):

@@ -11,7 +11,8 @@ Run folder (``config.output``)::
     model.pt                      the trained model (see training/model_file.py)
     segmentations/<case>.seg.nrrd training cases segmented by the final network
     validation/<case>.seg.nrrd    validation cases (when the job lists some)
-    rounds.json, rounds.md        per-round losses, Dice against the references (when labels are given), agreement
+    rounds.json, rounds.md        per-round losses, Dice against the references (when labels are given; validation
+                                  also before ``postprocess``), agreement
     rounds.png                    the same as a plot (when matplotlib is installed)
     state/                        job.json, state.json, checkpoint.pt, labels_round<R>.npz: what --resume needs
     CANCEL                        create it to cancel (the run stops after its last checkpoint)
@@ -44,7 +45,8 @@ from ..training.inference import background_fill, predict_probabilities
 from ..training.losses import build_loss
 from ..training.model_file import save_model
 from ..training.networks import build_network, plan_network, total_stride
-from .config import CaseConfig, JobConfig
+from ..training.postprocess import postprocess_labels
+from .config import CaseConfig, JobConfig, to_plain
 
 
 # -- cases ------------------------------------------------------------------------------------------------
@@ -161,6 +163,12 @@ class Job:
         return predict_probabilities(self.network, case.inputs, self.patch_size, self.device, self.config.training.amp,
                                      progress=self.progress)
 
+    def clean(self, case: PreparedCase, labels: np.ndarray) -> np.ndarray:
+        """A label map on the case's image grid cleaned by the job's ``postprocess``: what a user gets."""
+        settings = self.config.postprocess
+        box = None if case.points is None else case.points.box_index(case.image, settings.box_margin_mm)
+        return postprocess_labels(labels, case.image.spacing, settings, box)
+
 
 # -- planning -----------------------------------------------------------------------------------------------
 
@@ -218,6 +226,10 @@ def _open_run_folder(config: JobConfig, resume: bool, config_path) -> tuple:
         if not state_file.is_file():
             raise InputError(f"there is no run to resume in {folder} (no state/state.json); start it without --resume")
         saved = json.loads((folder / "state" / "job.json").read_text())
+        try:  # sections added since the run started take their defaults, as the running code did
+            saved = JobConfig.from_dict(saved).to_dict()
+        except InputError:
+            pass
         if saved != config.to_dict():
             changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
             raise InputError(f"the run in {folder} was started with a different configuration (differs in: "
@@ -333,7 +345,7 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         for case, label in zip(cases, labels):
             progress.check_cancelled()
             probabilities = job.predict(case)
-            final_labels[case.name] = _hard_on_image(case, probabilities)
+            final_labels[case.name] = job.clean(case, _hard_on_image(case, probabilities))
             if case.reference is not None:
                 label_dice.append(class_dice(_hard_on_image(case, label.probabilities), case.reference, job.num_classes))
                 network_dice.append(class_dice(final_labels[case.name], case.reference, job.num_classes))
@@ -343,16 +355,21 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
                 new_labels.append(refined)
             progress.advance(1)
         progress.close_bar()
-        validation_dice, validation_labels = [], {}
+        validation_dice, raw_dice, validation_labels = [], [], {}
         for case in validation:
             progress.check_cancelled()
-            validation_labels[case.name] = _hard_on_image(case, job.predict(case))
+            raw = _hard_on_image(case, job.predict(case))
+            validation_labels[case.name] = job.clean(case, raw)
             validation_dice.append(class_dice(validation_labels[case.name], case.reference, job.num_classes))
+            raw_dice.append(class_dice(raw, case.reference, job.num_classes))
         row.update(
             pseudolabel_dice=_mean(np.mean(label_dice, axis=0)) if label_dice else None,
             train_dice=_mean(np.mean(network_dice, axis=0)) if network_dice else None,
             validation_dice=_mean(np.mean(validation_dice, axis=0)) if validation_dice else None,
             validation_dice_per_class=np.mean(validation_dice, axis=0).tolist() if validation_dice else None,
+            # the same before ``postprocess``: what the cleaning adds
+            validation_dice_raw=_mean(np.mean(raw_dice, axis=0)) if raw_dice else None,
+            validation_dice_per_class_raw=np.mean(raw_dice, axis=0).tolist() if raw_dice else None,
             agreement=_mean(np.mean(agreement, axis=0)) if agreement else None,
             refine_seconds=time.perf_counter() - started,
         )
@@ -392,6 +409,7 @@ def _finish(job: Job, cases, validation, final_labels: dict, validation_labels: 
         "patch_size": list(job.patch_size),
         "classes": [{"name": c.name, "label_values": list(c.label_values)} for c in config.classes],
         "modality": config.modality,
+        "postprocess": to_plain(config.postprocess),
         "training": {"cases": len(cases), "rounds": len(history), "epochs_per_round": config.training.epochs,
                      "final_loss": history[-1]["loss"], "seed": config.training.seed},
     }

@@ -25,6 +25,7 @@ from ..volume import Volume
 from .data import frame_case, network_inputs
 from .engine import select_device
 from .model_file import LoadedModel, load_model
+from .postprocess import postprocess_labels
 
 
 def predict_probabilities(network: torch.nn.Module, inputs: np.ndarray, patch_size, device: torch.device,
@@ -59,7 +60,7 @@ def _windows(network, x, patch_size, device, amp, overlap) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Prediction:
-    """Class probabilities ``(C, I, J, K)`` and the label map (argmax, uint8) on an image's grid."""
+    """Class probabilities ``(C, I, J, K)`` and the label map (argmax, post-processed, uint8) on an image's grid."""
 
     probabilities: np.ndarray
     labels: np.ndarray
@@ -73,7 +74,8 @@ def background_fill(num_classes: int) -> list:
 
 def segment_image(model: LoadedModel, image: Volume, points: ExtremePoints = None, device="cpu",
                   overlap: float = 0.5, progress: Progress = None) -> Prediction:
-    """Segment ``image`` with a loaded model (``points`` required when the model was trained with clicks)."""
+    """Segment ``image`` with a loaded model (``points`` required when the model was trained with clicks); the
+    label map is cleaned as the model's description says (:mod:`.postprocess`), the probabilities are not."""
     spec = model.inputs
     frame = frame_case(image, spec, points)
     inputs = network_inputs(frame, spec, points)
@@ -81,7 +83,10 @@ def segment_image(model: LoadedModel, image: Volume, points: ExtremePoints = Non
     probabilities = predict_probabilities(model.network, inputs, model.patch_size, device, overlap=overlap,
                                           progress=progress)
     full = frame.to_image(probabilities, background_fill(probabilities.shape[0]))
-    return Prediction(full, np.argmax(full, axis=0).astype(np.uint8), image)
+    settings = model.postprocess
+    box = None if points is None else points.box_index(image, settings.box_margin_mm)
+    labels = postprocess_labels(np.argmax(full, axis=0).astype(np.uint8), image.spacing, settings, box)
+    return Prediction(full, labels, image)
 
 
 def probability_paths(path, class_names) -> list:

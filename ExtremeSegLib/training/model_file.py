@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..io.volumes import write_atomically
 from .data import InputSpec
 from .networks import build_network
+from .postprocess import PostprocessConfig
 
 FORMAT = "extremeseg-model"
 FORMAT_VERSION = 1
@@ -116,6 +117,11 @@ class LoadedModel:
         return tuple(int(n) for n in self.description["patch_size"])
 
     @property
+    def postprocess(self) -> PostprocessConfig:
+        """How its label maps are cleaned (none for files written before post-processing existed)."""
+        return PostprocessConfig.from_description(self.description.get("postprocess"))
+
+    @property
     def class_names(self) -> list:
         """Names of the foreground classes 1..C-1 (class 0 is background)."""
         return [c["name"] for c in self.description["classes"]]
@@ -131,8 +137,9 @@ def load_model(path, device="cpu") -> LoadedModel:
                          "modified or damaged, so it is not used")
     try:
         inputs = InputSpec.from_dict(description["inputs"])
+        PostprocessConfig.from_description(description.get("postprocess"))
         network = build_network(**description["network"])
-    except (TypeError, KeyError, ValueError) as err:
+    except (TypeError, KeyError, ValueError, InputError) as err:
         raise InputError(f"{path}: the model description cannot be used ({err})") from err
     if description["network"].get("in_channels") != len(inputs.channels):
         raise InputError(f"{path}: the network takes {description['network'].get('in_channels')} input channels "

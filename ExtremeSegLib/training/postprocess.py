@@ -1,0 +1,74 @@
+"""Cleaning a network's label map with what the annotations and the objects say (the job's ``postprocess``).
+
+- ``clip_to_points``: with test-time clicks, everything outside the clicks' box, relaxed by ``box_margin_mm``,
+  is background: 6 extreme points bound their object.
+- ``largest_component``: each class keeps its largest 26-connected component (one object per class); the
+  rest becomes background.
+- ``convex``: each class, slice by slice across the coarsest axis, becomes its convex hull (a shape prior for
+  objects convex in those slices, such as the left ventricle's cavity; off by default).
+
+Only the label map is cleaned; probability maps stay the network's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """The ``postprocess`` section of a job, stored in the model file and applied by every prediction."""
+
+    clip_to_points: bool = True
+    box_margin_mm: float = 3.0
+    largest_component: bool = True
+    convex: bool = False
+
+    def __post_init__(self):
+        if not self.box_margin_mm >= 0:
+            raise InputError(f"postprocess.box_margin_mm must be >= 0, got {self.box_margin_mm}")
+
+    @classmethod
+    def from_description(cls, data) -> "PostprocessConfig":
+        """From a model file's description; files written before post-processing existed get none."""
+        if data is None:
+            return cls(clip_to_points=False, largest_component=False, convex=False)
+        return cls(**data)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a boolean mask (the mask itself when it is empty)."""
+    labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n <= 1:
+        return mask.copy()
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def postprocess_labels(labels: np.ndarray, spacing, settings: PostprocessConfig, box=None) -> np.ndarray:
+    """A cleaned copy of the class-index map ``labels`` (0 = background) on a grid of ``spacing`` (mm).
+
+    ``box``: ``(lo, hi)`` voxel indices of the clicks' relaxed box on this grid (``None``: no clicks, no
+    clipping). Classes are cleaned in increasing order; a voxel a convex hull claims is given to it only
+    where it was background.
+    """
+    out = np.array(labels, copy=True)
+    if settings.clip_to_points and box is not None:
+        inside = np.zeros(out.shape, dtype=bool)
+        inside[tuple(slice(int(a), int(b)) for a, b in zip(*box))] = True
+        out[~inside] = 0
+    for c in [int(v) for v in np.unique(out) if v > 0]:
+        mask = out == c
+        kept = largest_component(mask) if settings.largest_component else mask
+        out[mask & ~kept] = 0
+        if settings.convex:
+            from ..pseudolabel.extreme_points import convex_slices
+
+            out[convex_slices(kept, spacing) & (out == 0)] = c
+    return out
