@@ -280,20 +280,23 @@ def markdown(results: dict, n_test: int) -> str:
         f"{results['round0_epochs'] * steps} steps on the seed areas (random walker per slice, beta "
         f"{results['seeds']['beta']:g}, tau {results['seeds']['tau']} unless the row names another); each recursion: "
         f"{results['recursion_epochs'] * steps} steps from the previous weights. Full supervision: the same network, "
-        f"{(results['round0_epochs'] + RECURSIONS * results['recursion_epochs']) * steps} steps on the dense labels.",
+        f"{(results['round0_epochs'] + RECURSIONS * results['recursion_epochs']) * steps} steps on the dense labels. "
+        "Runs since 2026-12-03 clean their label maps (the job's default `postprocess`: each class keeps its largest "
+        "connected component) and also report the mean before that; earlier runs had no post-processing.",
         "", "## Test Dice", "",
-        "| Method | Recursion | RV | Myo | LV | Mean | Agreement with next labels | Stage wall time |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Method | Recursion | RV | Myo | LV | Mean | Mean before post-processing | Agreement with next labels "
+        "| Stage wall time |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     seeds = results.get("seed_areas", {})
     for where, label in (("test", "test split"), ("all", "all scribbled volumes")):
         if where in seeds:
             d = seeds[where]["rw_dice"]
             lines.append(f"| Random walker from the scribbles ({label}, no learning, needs scribbles) | – | "
-                         f"{_fmt(d)} | {np.mean(d):.3f} | – | – |")
+                         f"{_fmt(d)} | {np.mean(d):.3f} | – | – | – |")
     g = GROW_FROM_SEEDS
     lines.append(f"| Slicer Grow from seeds (all scribbled volumes, data README) | – | "
-                 f"{_fmt([g['RV'], g['Myo'], g['LV'], g['mean']])} | – | – |")
+                 f"{_fmt([g['RV'], g['Myo'], g['LV'], g['mean']])} | – | – | – |")
     full_mean, latest_round0 = {}, {}
     for key, run in results["runs"].items():  # per run folder: each tau has its own round 0
         tag = key.split("/")[0]
@@ -309,8 +312,8 @@ def markdown(results: dict, n_test: int) -> str:
             wall += f" (+ round 0 training: {run['round0_seconds'] / 60:.0f} min)"
         for n, row in enumerate(run["rounds"]):
             per_class = row.get("validation_dice_per_class") or [None] * 3
-            lines.append(f"| {title} ({arch}) | {row['round']} | {_fmt(per_class)} | "
-                         f"{_fmt([row.get('validation_dice'), row.get('agreement')])} | "
+            means = [row.get("validation_dice"), row.get("validation_dice_raw"), row.get("agreement")]
+            lines.append(f"| {title} ({arch}) | {row['round']} | {_fmt(per_class)} | {_fmt(means)} | "
                          f"{wall if n == len(run['rounds']) - 1 else ''} |")
         if name == "full":
             full_mean[arch] = run["rounds"][-1]["validation_dice"]
