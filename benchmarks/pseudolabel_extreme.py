@@ -59,11 +59,11 @@ def quality(data: Path, work: Path, noises, limit, options: dict, datasets, log)
         structures = DATASETS[dataset]
         cases = discover_cases(data / dataset)[:limit]
         for name, values in structures.items():
-            dataset_options = {**DATASET_OPTIONS[dataset], **STRUCTURE_OPTIONS.get((dataset, name), {}), **options}
+            maker_options = {**DATASET_OPTIONS[dataset], **STRUCTURE_OPTIONS.get((dataset, name), {}), **options}
             for noise in noises:
                 out = work / f"{dataset}_{name}_noise{noise:g}"
                 method_options = MethodOptions(structures={name: values}, seed=0, noise_mm=noise,
-                                               extra=dataset_options)
+                                               extra=maker_options)
 
                 def method(case, method_options=method_options):
                     return benchmark_method(case, method_options)
@@ -71,10 +71,10 @@ def quality(data: Path, work: Path, noises, limit, options: dict, datasets, log)
                 start = time.perf_counter()
                 results = run_benchmark(cases, method, out, {name: values}, overlays=2, overwrite=True,
                                         title=f"extreme-point pseudo-labels, {dataset} {name}, noise {noise:g} mm",
-                                        config={"options": dataset_options, "noise_mm": noise, "seed": 0})
+                                        config={"options": maker_options, "noise_mm": noise, "seed": 0})
                 summary = results["summary"][name]
                 row = {"dataset": dataset, "structure": name, "noise_mm": noise, "n_cases": results["n_cases"],
-                       "options": dataset_options, "n_failed": results["n_failed"], "dice_mean": summary["dice"]["mean"],
+                       "options": maker_options, "n_failed": results["n_failed"], "dice_mean": summary["dice"]["mean"],
                        "dice_std": summary["dice"]["std"], "hd95_mean_mm": summary.get("hd95", {}).get("mean"),
                        "seconds_per_case": results["timing"]["seconds_per_case_mean"],
                        "wall_seconds": time.perf_counter() - start, "report": str(out / "results.md")}

@@ -264,6 +264,11 @@ def _fmt(values):
     return " | ".join("–" if v is None else f"{v:.3f}" for v in values)
 
 
+def _variant_title(name: str, tau: str) -> str:
+    """A variant's row title; ``tau``: the run folder's seed-area tau ("" for the default)."""
+    return VARIANTS[name][0] + (f", seed areas tau {tau}" if tau else "")
+
+
 def markdown(results: dict, n_test: int) -> str:
     steps = results["steps_per_epoch"]
     lines = [
@@ -304,7 +309,7 @@ def markdown(results: dict, n_test: int) -> str:
     for key, run in results["runs"].items():
         tag, name = key.split("/")
         arch, _, tau = tag.partition("_tau")
-        title = "Fully supervised" if name == "full" else VARIANTS[name][0] + (f", seed areas tau {tau}" if tau else "")
+        title = "Fully supervised" if name == "full" else _variant_title(name, tau)
         if name != "full" and (run.get("round0_trained") or "") != latest_round0[tag]:
             title += ", from an earlier round-0 training"
         wall = f"{sum(s['seconds'] for s in run['stages']) / 60:.0f} min"
@@ -327,8 +332,7 @@ def markdown(results: dict, n_test: int) -> str:
         if name != "full" and arch in full_mean and final["validation_dice"] is not None:
             raw = final.get("validation_dice_raw")
             mean = final["validation_dice"] if full_cleaned[arch] or raw is None else raw
-            title = VARIANTS[name][0] + (f", seed areas tau {tau}" if tau else "")
-            text = f"- {title} ({arch}): {mean / full_mean[arch]:.3f}"
+            text = f"- {_variant_title(name, tau)} ({arch}): {mean / full_mean[arch]:.3f}"
             if mean != final["validation_dice"]:
                 text += f" (after its post-processing: {final['validation_dice'] / full_mean[arch]:.3f})"
             lines.append(text)

@@ -45,7 +45,7 @@ from ..training.inference import background_fill, predict_probabilities
 from ..training.losses import build_loss
 from ..training.model_file import save_model
 from ..training.networks import build_network, plan_network, total_stride
-from ..training.postprocess import postprocess_labels
+from ..training.postprocess import clean_label_map
 from .config import CaseConfig, JobConfig, to_plain
 
 
@@ -162,12 +162,6 @@ class Job:
         """Class probabilities ``(C,) + grid`` of the current network for a case."""
         return predict_probabilities(self.network, case.inputs, self.patch_size, self.device, self.config.training.amp,
                                      progress=self.progress)
-
-    def clean(self, case: PreparedCase, labels: np.ndarray) -> np.ndarray:
-        """A label map on the case's image grid cleaned by the job's ``postprocess``: what a user gets."""
-        settings = self.config.postprocess
-        box = None if case.points is None else case.points.box_index(case.image, settings.box_margin_mm)
-        return postprocess_labels(labels, case.image.spacing, settings, box)
 
 
 # -- planning -----------------------------------------------------------------------------------------------
@@ -345,7 +339,8 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         for case, label in zip(cases, labels):
             progress.check_cancelled()
             probabilities = job.predict(case)
-            final_labels[case.name] = job.clean(case, _hard_on_image(case, probabilities))
+            final_labels[case.name] = clean_label_map(_hard_on_image(case, probabilities), case.image,
+                                                      config.postprocess, case.points)
             if case.reference is not None:
                 label_dice.append(class_dice(_hard_on_image(case, label.probabilities), case.reference, job.num_classes))
                 network_dice.append(class_dice(final_labels[case.name], case.reference, job.num_classes))
@@ -359,7 +354,7 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         for case in validation:
             progress.check_cancelled()
             raw = _hard_on_image(case, job.predict(case))
-            validation_labels[case.name] = job.clean(case, raw)
+            validation_labels[case.name] = clean_label_map(raw, case.image, config.postprocess, case.points)
             validation_dice.append(class_dice(validation_labels[case.name], case.reference, job.num_classes))
             raw_dice.append(class_dice(raw, case.reference, job.num_classes))
         row.update(

@@ -25,7 +25,7 @@ from ..volume import Volume
 from .data import frame_case, network_inputs
 from .engine import select_device
 from .model_file import LoadedModel, load_model
-from .postprocess import postprocess_labels
+from .postprocess import clean_label_map
 
 
 def predict_probabilities(network: torch.nn.Module, inputs: np.ndarray, patch_size, device: torch.device,
@@ -83,9 +83,7 @@ def segment_image(model: LoadedModel, image: Volume, points: ExtremePoints = Non
     probabilities = predict_probabilities(model.network, inputs, model.patch_size, device, overlap=overlap,
                                           progress=progress)
     full = frame.to_image(probabilities, background_fill(probabilities.shape[0]))
-    settings = model.postprocess
-    box = None if points is None else points.box_index(image, settings.box_margin_mm)
-    labels = postprocess_labels(np.argmax(full, axis=0).astype(np.uint8), image.spacing, settings, box)
+    labels = clean_label_map(np.argmax(full, axis=0).astype(np.uint8), image, model.postprocess, points)
     return Prediction(full, labels, image)
 
 

@@ -72,3 +72,10 @@ def postprocess_labels(labels: np.ndarray, spacing, settings: PostprocessConfig,
 
             out[convex_slices(kept, spacing) & (out == 0)] = c
     return out
+
+
+def clean_label_map(labels: np.ndarray, image, settings: PostprocessConfig, points=None) -> np.ndarray:
+    """:func:`postprocess_labels` of a label map on ``image``'s grid (a :class:`~ExtremeSegLib.volume.Volume`),
+    the box taken from the object's extreme ``points`` (``None``: no clicks)."""
+    box = None if points is None else points.box_index(image, settings.box_margin_mm)
+    return postprocess_labels(labels, image.spacing, settings, box)
