@@ -86,6 +86,7 @@ class ExtremeSegParameterNode:
     modelPath: Path
     predictVolume: slicer.vtkMRMLScalarVolumeNode
     predictPoints: slicer.vtkMRMLMarkupsFiducialNode
+    cleanPrediction: bool = True
     outputSegmentation: slicer.vtkMRMLSegmentationNode
 
 
@@ -415,7 +416,7 @@ class ExtremeSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay("Cannot start segmentation.", waitCursor=True):
             job = self.logic.prepare_prediction(p.modelPath, p.predictVolume, p.predictPoints, p.workFolder,
-                                               device=p.device)
+                                               device=p.device, postprocess=p.cleanPrediction)
             self.startJob(job, self.logic.start_prediction(job, python=pythonExecutable()))
 
     def startJob(self, job, run):

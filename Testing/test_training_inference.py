@@ -85,3 +85,25 @@ def test_predict_cleans_the_label_map_as_the_model_file_says(files):
     inside = np.zeros(image.shape, bool)
     inside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
     assert not np.any(mask & ~inside) and np.any(raw & ~inside)
+
+
+def test_predict_without_postprocess_writes_the_networks_own_label_map(files):
+    from ExtremeSegLib.cli import main
+    from ExtremeSegLib.training.model_file import load_model, read_description
+
+    folder, _ = files
+    description = read_description(folder / "model.pt")
+    description["postprocess"] = {"clip_to_points": True, "box_margin_mm": 0.0, "largest_component": True,
+                                  "convex": False}
+    save_model(folder / "clean.pt", load_model(folder / "model.pt").network, description)
+    common = ["predict", "--model", str(folder / "clean.pt"), "--image", str(folder / "image.nrrd"),
+              "--points", str(folder / "points.mrk.json"), "--device", "cpu"]
+    assert main(common + ["--out", str(folder / "raw.seg.nrrd"), "--no-postprocess",
+                          "--probability", str(folder / "p.nii.gz")]) == 0
+    assert main(common + ["--out", str(folder / "clean.seg.nrrd")]) == 0
+    raw = read_segmentation(folder / "raw.seg.nrrd")[1][0].mask
+    clean = read_segmentation(folder / "clean.seg.nrrd")[1][0].mask
+    probability = read_volume(folder / "p.nii.gz").array
+    confident = np.abs(probability - 0.5) > 1e-4  # argmax of (background, object) = object above one half
+    assert np.array_equal(raw[confident], probability[confident] > 0.5)
+    assert np.all(raw >= clean) and np.any(raw & ~clean)  # the untrained network's scatter is what cleaning removes

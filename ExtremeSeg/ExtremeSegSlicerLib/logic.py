@@ -380,9 +380,9 @@ class ExtremeSegNodeLogic:
         return f"{description['recipe']} model; classes: {classes}; {clicks}."
 
     def prepare_prediction(self, model_path, volume_node, points_node=None, work_folder=None,
-                           device: str = "auto") -> Job:
+                           device: str = "auto", postprocess: bool = True) -> Job:
         """Export the volume (and clicks) for ``extremeseg predict``; :class:`InputError` for a click-based
-        model without clicks."""
+        model without clicks. ``postprocess=False``: the network's label map without the model's cleaning."""
         from ExtremeSegLib.io.markups import write_points
         from ExtremeSegLib.training.data import InputSpec
         from ExtremeSegLib.training.model_file import read_description
@@ -401,6 +401,8 @@ class ExtremeSegNodeLogic:
         self._export_volume(volume_node, image)
         out = folder / "segmentation.seg.nrrd"
         args = ["predict", "--model", str(model_path), "--image", str(image), "--out", str(out), "--device", device]
+        if not postprocess:
+            args.append("--no-postprocess")
         if points_node is not None:
             points = write_points(folder / "points.mrk.json", self.placed_points(points_node), name="points")
             args += ["--points", str(points)]
@@ -456,11 +458,12 @@ class ExtremeSegNodeLogic:
         return self.import_training_results(job, state)
 
     def segment_with_model(self, model_path, volume_nodes, points_nodes=None, segmentation_nodes=None,
-                           work_folder=None, device: str = "auto", callback=None) -> list:
+                           work_folder=None, device: str = "auto", callback=None, postprocess: bool = True) -> list:
         """Segment each volume with a trained model; returns one ``(segmentation node, new segment IDs)`` each.
 
         ``points_nodes``: the clicks per volume for click-based models (None entries otherwise);
-        ``segmentation_nodes``: where to add the segments (None: a new node per volume).
+        ``segmentation_nodes``: where to add the segments (None: a new node per volume);
+        ``postprocess=False``: the network's label map without the model file's cleaning.
         """
         volume_nodes = list(volume_nodes)
         points_nodes = list(points_nodes) if points_nodes is not None else [None] * len(volume_nodes)
@@ -468,7 +471,7 @@ class ExtremeSegNodeLogic:
                               else [None] * len(volume_nodes))
         results = []
         for volume, points, target in zip(volume_nodes, points_nodes, segmentation_nodes):
-            job = self.prepare_prediction(model_path, volume, points, work_folder, device)
+            job = self.prepare_prediction(model_path, volume, points, work_folder, device, postprocess)
             self._wait(self.start_prediction(job), job, callback)
             results.append(self.import_prediction(job, target))
         return results

@@ -20,6 +20,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--probability", type=Path,
                         help="also write the foreground probability (.nii.gz/.nrrd; one file per class if several)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+    parser.add_argument("--no-postprocess", action="store_true",
+                        help="write the network's own label map, without the cleaning the model file asks for "
+                             "(clicks' box, largest component, convex hull)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--progress-jsonl", action="store_true",
                         help="report as JSON lines on stdout (a final \"done\" event lists the files written)")
@@ -32,7 +35,8 @@ def run(args) -> int:
     progress = Progress(jsonl=args.progress_jsonl)
     try:
         written = predict(args.model, args.image, args.out, points=args.points, probability=args.probability,
-                          device=args.device, overwrite=args.overwrite, progress=progress)
+                          device=args.device, overwrite=args.overwrite, progress=progress,
+                          postprocess=not args.no_postprocess)
     except (InputError, CancelledError) as err:
         if args.progress_jsonl:
             progress.emit("error", message=str(err))

@@ -45,14 +45,15 @@ def train(config: JobConfig, progress: Progress = None, resume: bool = False, co
 
 
 def predict(model, image, segmentation, points=None, probability=None, device: str = "auto",
-            overwrite: bool = False, progress: Progress = None) -> dict:
+            overwrite: bool = False, progress: Progress = None, postprocess: bool = True) -> dict:
     """Segment an image file with a model file (``points``: a ``.mrk.json`` for click-based models).
 
-    Writes ``segmentation`` (``.seg.nrrd``) and, if given, the class probabilities to ``probability``.
+    Writes ``segmentation`` (``.seg.nrrd``) and, if given, the class probabilities to ``probability``; the label
+    map is cleaned as the model file says unless ``postprocess=False``.
     """
     from ..training.inference import predict_file
 
-    return predict_file(model, image, segmentation, points, probability, device, overwrite, progress)
+    return predict_file(model, image, segmentation, points, probability, device, overwrite, progress, postprocess)
 
 
 __all__ = ["CaseConfig", "ClassConfig", "JobConfig", "NetworkConfig", "RoundsConfig", "Job", "PreparedCase", "Recipe",

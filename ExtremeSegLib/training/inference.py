@@ -73,9 +73,10 @@ def background_fill(num_classes: int) -> list:
 
 
 def segment_image(model: LoadedModel, image: Volume, points: ExtremePoints = None, device="cpu",
-                  overlap: float = 0.5, progress: Progress = None) -> Prediction:
+                  overlap: float = 0.5, progress: Progress = None, postprocess: bool = True) -> Prediction:
     """Segment ``image`` with a loaded model (``points`` required when the model was trained with clicks); the
-    label map is cleaned as the model's description says (:mod:`.postprocess`), the probabilities are not."""
+    label map is cleaned as the model's description says (:mod:`.postprocess`; ``postprocess=False``: the
+    network's own argmax), the probabilities are never cleaned."""
     spec = model.inputs
     frame = frame_case(image, spec, points)
     inputs = network_inputs(frame, spec, points)
@@ -83,7 +84,9 @@ def segment_image(model: LoadedModel, image: Volume, points: ExtremePoints = Non
     probabilities = predict_probabilities(model.network, inputs, model.patch_size, device, overlap=overlap,
                                           progress=progress)
     full = frame.to_image(probabilities, background_fill(probabilities.shape[0]))
-    labels = clean_label_map(np.argmax(full, axis=0).astype(np.uint8), image, model.postprocess, points)
+    labels = np.argmax(full, axis=0).astype(np.uint8)
+    if postprocess:
+        labels = clean_label_map(labels, image, model.postprocess, points)
     return Prediction(full, labels, image)
 
 
@@ -113,10 +116,12 @@ def write_prediction(prediction: Prediction, class_names, segmentation_path, pro
 
 
 def predict_file(model_path, image_path, segmentation_path, points_path=None, probability_path=None,
-                 device: str = "auto", overwrite: bool = False, progress: Progress = None) -> dict:
+                 device: str = "auto", overwrite: bool = False, progress: Progress = None,
+                 postprocess: bool = True) -> dict:
     """Segment an image file with a model file; the Python twin of ``extremeseg predict``.
 
     ``points_path``: a ``.mrk.json`` with the object's 6 extreme points (needed by click-based models).
+    ``postprocess=False`` skips the model's label-map cleaning.
     Returns ``{"segmentation": path, "probabilities": [paths]}`` (the latter when asked for).
     """
     torch_device = select_device(device)
@@ -129,5 +134,5 @@ def predict_file(model_path, image_path, segmentation_path, points_path=None, pr
     points = None
     if points_path is not None:
         points = ExtremePoints.from_points(read_points(points_path)[0], image)
-    prediction = segment_image(model, image, points, torch_device, progress=progress)
+    prediction = segment_image(model, image, points, torch_device, progress=progress, postprocess=postprocess)
     return write_prediction(prediction, model.class_names, segmentation_path, probability_path, overwrite)
