@@ -160,6 +160,7 @@ def test_benchmark_command_end_to_end(sample_hippocampus, tmp_path, capsys):
     data = json.loads((out / "results.json").read_text())
     assert data["n_cases"] == 3 and data["config"]["method"] == "extreme-box"
     assert "extremeseg benchmark" in data["config"]["command"] and data["versions"]["numpy"] == np.__version__
+    assert data["versions"]["cpu"].endswith("CPUs")  # which machine the figures come from
     # the numbers are those of the saved predictions against the ground truth
     for case in data["cases"]:
         reference = read_labelmap(sample_hippocampus / "labels" / f"{case['name']}.nii.gz")

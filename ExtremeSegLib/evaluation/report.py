@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import shlex
 import subprocess
@@ -33,11 +34,25 @@ def benchmark_command(script: str, argv=None) -> str:
     return shlex.join(["flock", "/tmp/extremeseg-cpu.lock", ".venv/bin/python", script] + args)
 
 
+def cpu_model() -> str:
+    """The processor's name (training speed differs several-fold between the machines a session may get)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                      if ":" in line)
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    vector = next((f for f in ("avx512f", "avx2", "avx") if f in fields.get("flags", "").split()), "no avx")
+    return (f"{fields.get('model name', platform.machine())} (family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}, {vector}), {os.cpu_count()} CPUs")
+
+
 def versions() -> dict:
-    """Versions of Python, ExtremeSeg (and its git commit when run from a checkout) and the main packages."""
+    """Versions of Python, ExtremeSeg (and its git commit when run from a checkout) and the main packages, and
+    the processor the figures were measured on."""
     from .. import __version__
 
-    out = {"python": platform.python_version(), "extremeseg": __version__}
+    out = {"python": platform.python_version(), "extremeseg": __version__, "cpu": cpu_model()}
     for name in _PACKAGES:
         try:
             out[name] = metadata.version(name)
