@@ -62,3 +62,25 @@ def test_settings_are_checked_and_travel_in_the_job_config():
     assert JobConfig.from_dict(config.to_dict()) == config
     with pytest.raises(InputError, match="unknown key 'hull' in postprocess"):
         JobConfig.from_dict({**job, "postprocess": {"hull": True}})
+
+
+def test_convex_can_name_the_classes_it_applies_to():
+    labels = np.zeros((40, 40, 4), np.uint8)
+    labels[5:30, 5:18, 1:3] = 1
+    labels[12:22, 5:10, 2] = 0  # a notch in class 1
+    labels[5:30, 22:35, 1:3] = 2
+    labels[12:22, 30:35, 2] = 0  # the same notch in class 2
+    names = ["RV", "LV"]
+    out = postprocess_labels(labels, SPACING, PostprocessConfig(convex=("LV",)), class_names=names)
+    assert np.all(out[12:22, 30:35, 2] == 2) and not out[12:22, 5:10, 2].any()  # only LV's notch is filled
+    with pytest.raises(InputError, match="class names are needed"):
+        postprocess_labels(labels, SPACING, PostprocessConfig(convex=("LV",)))
+    job = {"recipe": "scribbles", "output": "run", "cases": [{"image": "a.nii.gz", "scribble": "a.nii.gz"}],
+           "classes": [{"name": n, "label_values": [v]} for v, n in enumerate(names, start=1)]}
+    config = JobConfig.from_dict({**job, "postprocess": {"convex": ["LV"]}})
+    assert config.postprocess.convex == ("LV",) and JobConfig.from_dict(config.to_dict()) == config
+    assert PostprocessConfig.from_description(config.to_dict()["postprocess"]) == config.postprocess
+    with pytest.raises(InputError, match="postprocess.convex names 'Myo', which is not a class of the job"):
+        JobConfig.from_dict({**job, "postprocess": {"convex": ["Myo"]}})
+    with pytest.raises(InputError, match="postprocess.convex"):
+        JobConfig.from_dict({**job, "postprocess": {"convex": "LV"}})

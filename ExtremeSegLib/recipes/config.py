@@ -138,6 +138,7 @@ class JobConfig:
         values = [v for c in self.classes for v in c.label_values]
         if len(set(values)) != len(values):
             raise InputError("a label value belongs to two classes; give each class its own label_values")
+        self.postprocess.check_classes(names)
 
     # -- JSON -----------------------------------------------------------------------------------------
     @classmethod
@@ -209,7 +210,13 @@ def _parse(tp, value, where: str):
     if origin is Union:
         if value is None and type(None) in args:
             return None
-        return _parse(next(a for a in args if a is not type(None)), value, where)
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:  # the first alternative that takes the value; the last one explains a failure
+            try:
+                return _parse(option, value, where)
+            except InputError:
+                continue
+        return _parse(options[-1], value, where)
     if dataclasses.is_dataclass(tp):
         return from_plain(tp, value, where)
     if origin in (list, tuple) or tp in (list, tuple):

@@ -86,7 +86,7 @@ def segment_image(model: LoadedModel, image: Volume, points: ExtremePoints = Non
     full = frame.to_image(probabilities, background_fill(probabilities.shape[0]))
     labels = np.argmax(full, axis=0).astype(np.uint8)
     if postprocess:
-        labels = clean_label_map(labels, image, model.postprocess, points)
+        labels = clean_label_map(labels, image, model.postprocess, points, model.class_names)
     return Prediction(full, labels, image)
 
 
