@@ -107,3 +107,24 @@ def test_predict_without_postprocess_writes_the_networks_own_label_map(files):
     confident = np.abs(probability - 0.5) > 1e-4  # argmax of (background, object) = object above one half
     assert np.array_equal(raw[confident], probability[confident] > 0.5)
     assert np.all(raw >= clean) and np.any(raw & ~clean)  # the untrained network's scatter is what cleaning removes
+
+
+def test_a_model_naming_its_convex_classes_is_applied_by_name(files):
+    from ExtremeSegLib.training.model_file import load_model, read_description
+    from ExtremeSegLib.training.postprocess import PostprocessConfig, postprocess_labels
+
+    folder, image = files
+    description = read_description(folder / "model.pt")
+    network = load_model(folder / "model.pt").network
+    predict(folder / "model.pt", folder / "image.nrrd", folder / "raw.seg.nrrd", points=folder / "points.mrk.json",
+            device="cpu", postprocess=False)
+    raw = read_segmentation(folder / "raw.seg.nrrd")[1][0].mask.astype(np.uint8)
+    for convex in (["other"], ["object"]):
+        settings = {"clip_to_points": False, "box_margin_mm": 0.0, "largest_component": True, "convex": convex}
+        save_model(folder / "named.pt", network, {**description, "postprocess": settings}, overwrite=True)
+        predict(folder / "named.pt", folder / "image.nrrd", folder / "named.seg.nrrd", points=folder / "points.mrk.json",
+                device="cpu", overwrite=True)
+        mask = read_segmentation(folder / "named.seg.nrrd")[1][0].mask
+        expected = postprocess_labels(raw, image.spacing, PostprocessConfig(**settings), class_names=["object"]) == 1
+        # a named hull needs the model's class names: without them the prediction would raise InputError
+        assert np.array_equal(mask, expected)
