@@ -35,7 +35,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ExtremeSegLib.evaluation.report import benchmark_command, versions  # noqa: E402
+from ExtremeSegLib.evaluation.report import benchmark_command, cpu_model, versions  # noqa: E402
 from ExtremeSegLib.training.data import TrainingVolume  # noqa: E402
 from ExtremeSegLib.training.engine import TrainingSettings, fit  # noqa: E402
 from ExtremeSegLib.training.networks import build_network, plan_network, total_stride  # noqa: E402
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     precisions = (False, True) if device.type == "cuda" else (False,)
     results = {"command": benchmark_command("benchmarks/training_throughput.py", argv), "device": device.type,
-               "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "CPU",
+               "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_model(),
                "threads": torch.get_num_threads(), "steps": args.steps, "warmup": args.warmup,
                "versions": versions(), "workloads": {}}
     for name, spec in WORKLOADS.items():
