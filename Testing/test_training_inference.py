@@ -119,12 +119,14 @@ def test_a_model_naming_its_convex_classes_is_applied_by_name(files):
     predict(folder / "model.pt", folder / "image.nrrd", folder / "raw.seg.nrrd", points=folder / "points.mrk.json",
             device="cpu", postprocess=False)
     raw = read_segmentation(folder / "raw.seg.nrrd")[1][0].mask.astype(np.uint8)
-    for convex in (["other"], ["object"]):
-        settings = {"clip_to_points": False, "box_margin_mm": 0.0, "largest_component": True, "convex": convex}
-        save_model(folder / "named.pt", network, {**description, "postprocess": settings}, overwrite=True)
-        predict(folder / "named.pt", folder / "image.nrrd", folder / "named.seg.nrrd", points=folder / "points.mrk.json",
-                device="cpu", overwrite=True)
-        mask = read_segmentation(folder / "named.seg.nrrd")[1][0].mask
-        expected = postprocess_labels(raw, image.spacing, PostprocessConfig(**settings), class_names=["object"]) == 1
-        # a named hull needs the model's class names: without them the prediction would raise InputError
-        assert np.array_equal(mask, expected)
+    settings = {"clip_to_points": False, "box_margin_mm": 0.0, "largest_component": True, "convex": ["object"]}
+    save_model(folder / "named.pt", network, {**description, "postprocess": settings})
+    predict(folder / "named.pt", folder / "image.nrrd", folder / "named.seg.nrrd", points=folder / "points.mrk.json",
+            device="cpu")
+    mask = read_segmentation(folder / "named.seg.nrrd")[1][0].mask
+    expected = postprocess_labels(raw, image.spacing, PostprocessConfig(**settings), class_names=["object"]) == 1
+    # a named hull needs the model's class names: without them the prediction would raise InputError
+    assert np.array_equal(mask, expected)
+    save_model(folder / "other.pt", network, {**description, "postprocess": {**settings, "convex": ["other"]}})
+    with pytest.raises(InputError, match="cannot be used.*'other', which is not a class"):
+        predict(folder / "other.pt", folder / "image.nrrd", folder / "other.seg.nrrd", device="cpu")

@@ -84,3 +84,5 @@ def test_convex_can_name_the_classes_it_applies_to():
         JobConfig.from_dict({**job, "postprocess": {"convex": ["Myo"]}})
     with pytest.raises(InputError, match="postprocess.convex"):
         JobConfig.from_dict({**job, "postprocess": {"convex": "LV"}})
+    with pytest.raises(InputError, match="true, false or a list of class names"):
+        PostprocessConfig.from_description({"convex": "LV"})  # a hand-edited model file

@@ -137,7 +137,8 @@ def load_model(path, device="cpu") -> LoadedModel:
                          "modified or damaged, so it is not used")
     try:
         inputs = InputSpec.from_dict(description["inputs"])
-        PostprocessConfig.from_description(description.get("postprocess"))
+        PostprocessConfig.from_description(description.get("postprocess")).check_classes(
+            [c["name"] for c in description["classes"]])
         network = build_network(**description["network"])
     except (TypeError, KeyError, ValueError, InputError) as err:
         raise InputError(f"{path}: the model description cannot be used ({err})") from err

@@ -36,6 +36,9 @@ class PostprocessConfig:
             raise InputError(f"postprocess.box_margin_mm must be >= 0, got {self.box_margin_mm}")
         if isinstance(self.convex, list):
             object.__setattr__(self, "convex", tuple(self.convex))
+        if not (isinstance(self.convex, bool) or
+                (isinstance(self.convex, tuple) and all(isinstance(n, str) for n in self.convex))):
+            raise InputError(f"postprocess.convex must be true, false or a list of class names, got {self.convex!r}")
 
     def check_classes(self, class_names) -> None:
         """:class:`InputError` when ``convex`` names a class not among ``class_names``."""
