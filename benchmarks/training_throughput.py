@@ -112,7 +112,8 @@ def markdown(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for name, rows in results["workloads"].items():
         for r in rows:
-            lines.append(f"| {name} | {'yes' if r['amp'] else 'no'} | {r['batch']} | {' x '.join(map(str, r['patch']))} "
+            patch = " x ".join(map(str, r["patch"]))
+            lines.append(f"| {name} | {'yes' if r['amp'] else 'no'} | {r['batch']} | {patch} "
                          f"| {r['parameters'] / 1e6:.2f} M | {r['voxels_per_s']:,} | {r['seconds'] / r['steps']:.3f} "
                          f"| {r['peak_memory_mib']:,} |")
     return "\n".join(lines) + "\n"
