@@ -132,13 +132,18 @@ class JobConfig:
             raise InputError(f"unknown modality {self.modality!r}; choose one of {list(MODALITIES)}")
         if self.device not in DEVICES:
             raise InputError(f"unknown device {self.device!r}; choose one of {list(DEVICES)}")
-        names = [c.name for c in self.classes]
+        names = self.class_names
         if len(set(names)) != len(names):
             raise InputError(f"class names must differ, got {names}")
         values = [v for c in self.classes for v in c.label_values]
         if len(set(values)) != len(values):
             raise InputError("a label value belongs to two classes; give each class its own label_values")
         self.postprocess.check_classes(names)
+
+    @property
+    def class_names(self) -> list:
+        """Names of the foreground classes 1..C-1 in order (class 0 is background)."""
+        return [c.name for c in self.classes]
 
     # -- JSON -----------------------------------------------------------------------------------------
     @classmethod

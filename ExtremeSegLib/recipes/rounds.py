@@ -318,7 +318,6 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     labels = load_labels(labels_path, cases)  # train on exactly what a resumed run would read back
 
     loss_fn = recipe.loss(job)
-    class_names = [c.name for c in config.classes]
     final_labels = {}
     while True:
         r = state["round"]
@@ -341,7 +340,7 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
             progress.check_cancelled()
             probabilities = job.predict(case)
             final_labels[case.name] = clean_label_map(_hard_on_image(case, probabilities), case.image,
-                                                      config.postprocess, case.points, class_names)
+                                                      config.postprocess, case.points, config.class_names)
             if case.reference is not None:
                 label_dice.append(class_dice(_hard_on_image(case, label.probabilities), case.reference, job.num_classes))
                 network_dice.append(class_dice(final_labels[case.name], case.reference, job.num_classes))
@@ -356,7 +355,7 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
             progress.check_cancelled()
             raw = _hard_on_image(case, job.predict(case))
             validation_labels[case.name] = clean_label_map(raw, case.image, config.postprocess, case.points,
-                                                           class_names)
+                                                           config.class_names)
             validation_dice.append(class_dice(validation_labels[case.name], case.reference, job.num_classes))
             raw_dice.append(class_dice(raw, case.reference, job.num_classes))
         row.update(

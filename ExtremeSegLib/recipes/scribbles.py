@@ -133,7 +133,7 @@ class ScribblesRecipe(Recipe):
         unknown = [c for c in settings.segment_classes.values() if c.strip().lower() not in known]
         if unknown:
             raise InputError(f"pseudolabel.segment_classes maps a segment to {unknown[0]!r}, which is not a class "
-                             f"({', '.join(c.name for c in config.classes)}) nor \"background\"")
+                             f"({', '.join(config.class_names)}) nor \"background\"")
 
     # -- seed areas -----------------------------------------------------------------------------------------
     def _walk(self, job, case):
@@ -141,7 +141,7 @@ class ScribblesRecipe(Recipe):
         settings = self.settings(job.config)
         config = next(c for c in job.config.cases if case_name(c) == case.name)
         classes = job.config.classes
-        scribbles = read_scribbles(config.scribble, case.image, [c.name for c in classes],
+        scribbles = read_scribbles(config.scribble, case.image, job.config.class_names,
                                    [c.label_values for c in classes], settings.background_value,
                                    settings.unannotated_value, settings.segment_classes)
         probabilities = random_walker_probabilities(case.image, scribbles, job.num_classes, settings.beta,
