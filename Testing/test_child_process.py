@@ -19,6 +19,7 @@ CHILD = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from ExtremeSegLib.errors import CancelledError, InputError
+    from ExtremeSegLib.io.volumes import write_atomically
     from ExtremeSegLib.progress import Progress
 
     run_dir, epochs, pause, mode = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
@@ -36,7 +37,9 @@ CHILD = textwrap.dedent(
                 raise ZeroDivisionError("boom in epoch 2")
             if mode == "input" and epoch == 2:
                 raise InputError("the config names a volume that does not exist: /nowhere.nrrd")
-            (run_dir / "checkpoint.json").write_text(json.dumps({"epoch": epoch}))
+            # atomically, like the engine's checkpoints: a child killed mid-write must not leave an empty file
+            write_atomically(run_dir / "checkpoint.json", True,
+                             lambda tmp: tmp.write_text(json.dumps({"epoch": epoch})))
             progress.emit("epoch", round=0, epoch=epoch, epochs=epochs, loss=1.0 / epoch, dice=0.5 + 0.1 * epoch)
             if mode != "deaf":
                 progress.check_cancelled()
