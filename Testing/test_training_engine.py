@@ -144,3 +144,32 @@ def test_settings_and_device_are_checked():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU"):
             select_device("cuda")
+
+
+def test_an_objective_with_its_own_parameters_is_trained_and_checkpointed(tmp_path):
+    """A recipe's Objective (its own parameter here: a learnt logit scale) is optimised with the network."""
+    from ExtremeSegLib.training.engine import Objective
+    from ExtremeSegLib.training.losses import SoftDiceLoss
+
+    class ScaledDice(Objective):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(1.0))
+            self.dice = SoftDiceLoss()
+
+        def forward(self, network, x, target, weight):
+            logits = network(x) * self.scale
+            return self.dice(logits.float(), target[:, :2], weight), logits
+
+    network, multiple = tiny_network()
+    objective = ScaledDice()
+    volumes = [ellipsoid_volume(seed)[0] for seed in range(4)]
+    # an extra target channel (the objective's own) must not disturb the engine's Dice meter
+    volumes = [TrainingVolume(v.inputs, np.concatenate([v.target, v.target[1:]]), v.weight) for v in volumes]
+    settings = TrainingSettings(epochs=3, steps_per_epoch=2, batch_size=2)
+    result = fit(network, volumes, settings, spacing_mm=(1.0, 1.0, 1.0), patch_size=PATCH, multiple=multiple,
+                 device=CPU, checkpoint=tmp_path / "ck.pt", loss_fn=objective)
+    assert len(result.losses) == 3
+    assert float(objective.scale.detach()) != 1.0
+    state = load_checkpoint(tmp_path / "ck.pt")
+    assert float(state["objective"]["scale"]) == pytest.approx(float(objective.scale.detach()))

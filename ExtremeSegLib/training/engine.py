@@ -132,6 +132,39 @@ def _free_device_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+# -- what a step minimises -------------------------------------------------------------------------------
+
+class Objective(torch.nn.Module):
+    """A training step's loss from the network and a batch, for recipes whose loss needs more than the logits.
+
+    ``forward(network, x, target, weight) -> (loss, logits)``: ``x`` ``(B, channels, *patch)``, ``target``
+    ``(B, C + extra, *patch)`` (the recipe's label channels first; extra channels are the recipe's own, e.g.
+    click positions), ``weight`` ``(B, *patch)``; ``logits`` ``(B, C, *patch)`` of ``network``. An objective's
+    own parameters (e.g. an auxiliary network) are optimised with the network and kept in checkpoints; only
+    ``network`` goes into the model file.
+    """
+
+    def forward(self, network, x, target, weight):
+        raise NotImplementedError
+
+
+class LossObjective(Objective):
+    """The plain objective: ``loss(network(x), target, weight)`` with a ``(logits, target, weight)`` loss."""
+
+    def __init__(self, loss: torch.nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, network, x, target, weight):
+        logits = network(x)
+        return self.loss(logits.float(), target, weight), logits
+
+
+def as_objective(loss) -> Objective:
+    """``loss`` itself when it is an :class:`Objective`, else the plain objective around it."""
+    return loss if isinstance(loss, Objective) else LossObjective(loss)
+
+
 # -- the loop ---------------------------------------------------------------------------------------------
 
 @dataclass
@@ -149,6 +182,7 @@ class _DiceMeter:
 
     def add(self, logits, target, weight):
         classes = logits.shape[1]
+        target = target[:, :classes]  # an objective's extra target channels are not classes
         known = (weight > 0).reshape(weight.shape[0], -1)
         pred = torch.argmax(logits, 1).reshape(known.shape)
         ref = torch.argmax(target, 1).reshape(known.shape)
@@ -172,15 +206,18 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
     holds an unfinished run of the same ``round_index``.
 
     ``patch_size`` must be a multiple of ``multiple`` (the network's total stride) per axis.
-    ``loss_fn`` defaults to ``build_loss(settings.loss)``; a recipe may pass its own.
+    ``loss_fn`` defaults to ``build_loss(settings.loss)``; a recipe may pass its own loss or an
+    :class:`Objective` (whose parameters are trained alongside and checkpointed with the network's).
     Raises :class:`~ExtremeSegLib.errors.CancelledError` (checkpoint kept) when cancelled.
     """
     progress = progress or Progress(bar=False)
-    loss_fn = loss_fn or build_loss(settings.loss)
+    objective = as_objective(loss_fn or build_loss(settings.loss))
     network.to(device)
+    objective.to(device)
+    parameters = list(network.parameters()) + list(objective.parameters())
     use_amp = bool(settings.amp and device.type == "cuda")
     steps = settings.steps_per_epoch or max(1, math.ceil(len(volumes) / settings.batch_size))
-    optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate,
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=settings.epochs * steps, power=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
@@ -188,6 +225,8 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
     state = load_checkpoint(checkpoint) if Path(checkpoint).exists() else None
     if state is not None and state["round"] == round_index and state["epochs"] == settings.epochs:
         network.load_state_dict(state["model"])
+        if state.get("objective"):
+            objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -208,7 +247,7 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
     def write_checkpoint(epoch):
         save_checkpoint(checkpoint, {
             "round": round_index, "epoch": epoch, "epochs": settings.epochs,
-            "model": network.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": network.state_dict(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "numpy_rng": _rng_state(rng), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
@@ -231,7 +270,8 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
                 indices = order[cursor:cursor + batch]
                 x, y, w = make_batch(padded, indices, patch, rng, settings.foreground_fraction, spacing_mm, augmentation)
                 try:
-                    loss, logits = _train_step(network, loss_fn, optimizer, scaler, x, y, w, device, use_amp)
+                    loss, logits = _train_step(network, objective, parameters, optimizer, scaler, x, y, w, device,
+                                               use_amp)
                     break
                 except torch.OutOfMemoryError:
                     pass
@@ -260,15 +300,14 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
     return FitResult(losses, tuple(patch), batch)
 
 
-def _train_step(network, loss_fn, optimizer, scaler, x, y, w, device, use_amp):
+def _train_step(network, objective, parameters, optimizer, scaler, x, y, w, device, use_amp):
     x, y, w = x.to(device), y.to(device), w.to(device)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-        logits = network(x)
-    loss = loss_fn(logits.float(), y, w)
-    scaler.scale(loss).backward()
+        loss, logits = objective(network, x, y, w)
+    scaler.scale(loss.float()).backward()
     scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(network.parameters(), 12.0)
+    torch.nn.utils.clip_grad_norm_(parameters, 12.0)
     scaler.step(optimizer)
     scaler.update()
     return float(loss.detach()), logits.detach().float()
