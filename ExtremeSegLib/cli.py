@@ -20,6 +20,7 @@ COMMANDS = {
     "pseudolabel": "pseudolabel",
     "train": "train",
     "predict": "predict",
+    "export": "export",
     "benchmark": "benchmark",
 }
 
