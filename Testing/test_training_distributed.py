@@ -1,13 +1,18 @@
 """Distributed training with 2 gloo processes under the real torchrun (``torch.distributed.run``): the same global
 batch as one process gives the same training; a killed rank stops the group and ``resume`` continues every rank
-exactly; a cancel on one rank stops all after the same step; the launcher's options and messages."""
+exactly; a cancel on one rank stops all after the same step; the launcher's options; a whole job from
+``extremeseg train --nproc-per-node 2`` (Ctrl-C or CANCEL file, resume, files and progress written once)."""
 
+import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from test_recipe_jobs import write_case
 
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.training import distributed
@@ -77,3 +82,39 @@ def test_torchrun_options_and_single_process_default():
     assert not distributed.active() and distributed.rank() == 0 and distributed.world_size() == 1
     assert distributed.backend_for(torch.device("cpu")) == "gloo"
     assert distributed.backend_for(torch.device("cuda", 0)) == "nccl"
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "cancel-file"])
+def test_two_process_job_from_the_cli_cancels_as_a_group_resumes_and_writes_once(tmp_path, how):
+    rng = np.random.default_rng(0)
+    cases = [write_case(tmp_path, n, rng) for n in range(4)]
+    job = {"recipe": "extreme_points", "output": "run", "cases": cases[:3], "validation": cases[3:],
+           "classes": [{"name": "object", "label_values": [3]}], "inputs": {"pad_mm": 4.0},
+           "network": {"filters": [8, 16, 32]}, "rounds": {"max_rounds": 2, "agreement": 1.0}, "device": "cpu",
+           "training": {"epochs": 3, "steps_per_epoch": 3, "batch_size": 1, "learning_rate": 0.005}}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    command = [sys.executable, "-m", "ExtremeSegLib.cli", "train", "--config", str(tmp_path / "job.json"),
+               "--nproc-per-node", "2", "--progress-jsonl"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in child.stdout:  # cancel once the first epoch is reported
+        if json.loads(line)["event"] == "epoch":
+            if how == "ctrl-c":
+                child.send_signal(signal.SIGINT)
+            else:
+                (tmp_path / "run" / "CANCEL").write_text("")
+            break
+    rest, errors = child.communicate(timeout=300)
+    assert child.returncode == 130, errors[-3000:]
+    assert "cancelled" in errors and not (tmp_path / "run" / "model.pt").exists()
+    assert load_checkpoint(tmp_path / "run" / "state" / "checkpoint.pt")["epoch"] >= 1
+
+    done = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["event"] for e in events].count("start") == 1 and events[-1]["event"] == "done"  # rank 0 alone
+    assert any("resuming round 0" in e.get("text", "") for e in events)
+    assert [e["epoch"] for e in events if e["event"] == "epoch"][-1] == 3
+    history = json.loads((tmp_path / "run" / "rounds.json").read_text())
+    assert len(history) == 2 and history[0]["agreement"] is not None  # the between-round work was gathered
+    assert history[1]["validation_dice"] > 0.5
+    assert len(list((tmp_path / "run" / "segmentations").glob("*.seg.nrrd"))) == 3

@@ -129,6 +129,71 @@ def barrier() -> None:
         dist.barrier()
 
 
+def from_main(obj):
+    """Rank 0's ``obj`` on every rank (picklable)."""
+    if not active():
+        return obj
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_main(fn):
+    """``fn()`` run by rank 0 alone (e.g. a file written once), its result given to every rank; an
+    :class:`InputError` it raises is raised on every rank, so that no rank waits for a rank 0 that gave up."""
+    if not active():
+        return fn()
+    outcome = None
+    if is_main():
+        try:
+            outcome = ("ok", fn())
+        except InputError as err:
+            outcome = ("error", str(err))
+    kind, value = from_main(outcome)
+    if kind == "error":
+        raise InputError(value)
+    return value
+
+
+def my_share(count: int) -> range:
+    """Indices ``0 .. count-1`` this rank works on when items are split across the ranks (round robin)."""
+    return range(rank(), count, world_size())
+
+
+def map_cases(fn, items, progress, description: str):
+    """``[fn(item) for item in items]`` with the items split across the ranks; the results, in order, on rank 0
+    (``None`` on the others). One process: the plain loop, checking for a cancel before every item. Several: a
+    rank that is cancelled stops its own share, and every rank stops together once all have finished theirs."""
+    if items:
+        progress.bar(len(items), description)
+    mine = {}
+    for n in my_share(len(items)):
+        if not active():
+            progress.check_cancelled()
+        elif progress.cancelled:
+            break
+        mine[n] = fn(items[n])
+        progress.advance(1)
+    progress.close_bar()
+    if not active():
+        return [mine[n] for n in range(len(items))]
+    stop_if_cancelled(progress)
+    parts = gather_on_main(mine)
+    if parts is None:
+        return None
+    merged = {n: value for part in parts for n, value in part.items()}
+    return [merged[n] for n in range(len(items))]
+
+
+def gather_on_main(obj):
+    """Every rank's ``obj`` in rank order on rank 0 (``None`` on the others)."""
+    if not active():
+        return [obj]
+    out = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 class _Step(torch.nn.Module):
     """Network + objective as one module, so DDP reduces the gradients of both (an objective may own weights)."""
 
@@ -171,14 +236,19 @@ def torchrun_arguments(nproc_per_node: int, nnodes: str = "1", node_rank: int = 
 def launch(command: list, torchrun_args: list) -> int:
     """Run ``python -m ExtremeSegLib.cli <command>`` under torchrun with ``torchrun_args``; returns 0.
 
-    Raises :class:`CancelledError` when every failed worker was cancelled, and :class:`InputError` naming the
+    Raises :class:`CancelledError` when this process got SIGINT/SIGTERM (torchrun passes it on to the workers,
+    which stop after a common step) or every failed worker was cancelled, and :class:`InputError` naming the
     first rank that failed otherwise (torchrun has then stopped the others).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
     try:
         torchrun(torchrun_args + ["--module", "ExtremeSegLib.cli"] + list(command))
+    except SignalException:
+        raise CancelledError("run cancelled; the last checkpoint is kept and the run can be resumed with "
+                             "--resume") from None
     except ChildFailedError as err:
         failures = err.failures
         if all(f.exitcode in (CANCELLED_EXIT, -2, -15) for f in failures.values()):  # 130, SIGINT, SIGTERM
