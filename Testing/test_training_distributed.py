@@ -14,6 +14,7 @@ import pytest
 import torch
 from test_recipe_jobs import write_case
 
+from ExtremeSegLib.cli import main
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.training import distributed
 from ExtremeSegLib.training.engine import load_checkpoint
@@ -118,3 +119,12 @@ def test_two_process_job_from_the_cli_cancels_as_a_group_resumes_and_writes_once
     assert len(history) == 2 and history[0]["agreement"] is not None  # the between-round work was gathered
     assert history[1]["validation_dice"] > 0.5
     assert len(list((tmp_path / "run" / "segmentations").glob("*.seg.nrrd"))) == 3
+
+
+def test_a_failing_worker_is_named_by_the_launcher(tmp_path, capsys):
+    job = {"recipe": "fully_supervised", "output": "run", "classes": [{"name": "object", "label_values": [1]}],
+           "cases": [{"image": "gone_image.nii.gz", "label": "gone_label.nii.gz"}], "device": "cpu"}
+    (tmp_path / "job.json").write_text(json.dumps(job))  # readable by the launcher; the workers miss the images
+    code = main(["train", "--config", str(tmp_path / "job.json"), "--nproc-per-node", "2"])
+    errors = capsys.readouterr().err
+    assert code == 2 and "rank " in errors and "failed (exit status 2)" in errors and "--resume" in errors

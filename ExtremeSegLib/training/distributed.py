@@ -212,7 +212,8 @@ def data_parallel_step(network: torch.nn.Module, objective: torch.nn.Module, dev
     from rank 0's weights)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    ids = [device.index] if device.type == "cuda" else None
+    # "cuda" without an index is this worker's GPU (join_group made it current)
+    ids = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else None
     return DistributedDataParallel(_Step(network, objective), device_ids=ids)
 
 
@@ -254,9 +255,9 @@ def launch(command: list, torchrun_args: list) -> int:
         if all(f.exitcode in (CANCELLED_EXIT, -2, -15) for f in failures.values()):  # 130, SIGINT, SIGTERM
             raise CancelledError("run cancelled on every process; the last checkpoint is kept and the run can "
                                  "be resumed with --resume") from None
-        first = min(failures.values(), key=lambda f: (f.timestamp, f.global_rank))
+        first_rank, first = min(failures.items(), key=lambda item: (item[1].timestamp, item[0]))  # by global rank
         cause = f"signal {first.signal_name()}" if first.exitcode < 0 else f"exit status {first.exitcode}"
-        raise InputError(f"process of rank {first.global_rank} failed ({cause}); torchrun stopped the others. "
-                         "Its own error is above; the last checkpoint is kept: fix the cause and run again with "
-                         "--resume") from None
+        raise InputError(f"process of rank {first_rank} failed ({cause}); torchrun stopped the others. "
+                         "Its own error is above; any checkpoint is kept: fix the cause and run again (with "
+                         "--resume once the run has started)") from None
     return 0
