@@ -5,7 +5,8 @@ import pytest
 
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.recipes import JobConfig
-from ExtremeSegLib.training.postprocess import PostprocessConfig, largest_component, postprocess_labels
+from ExtremeSegLib.masks import largest_component
+from ExtremeSegLib.training.postprocess import PostprocessConfig, postprocess_labels
 
 SPACING = (1.5, 1.5, 10.0)
 

@@ -26,6 +26,7 @@ from scipy import ndimage as ndi
 
 from ..annotations import ExtremePoints
 from ..errors import InputError
+from ..masks import close_mm, convex_slices, dilate_mm, fill_enclosed_holes, keep_connected_to, normalise_intensities
 from ..volume import Volume
 from .cues import confidence_map
 from .geodesic import extreme_point_paths, gradient_magnitude
@@ -34,23 +35,6 @@ from .random_walker import memory_estimate, random_walker
 
 #: refuse regions whose random walker would need more memory than this (bytes); see ``memory_limit_bytes``
 DEFAULT_MEMORY_LIMIT = 4 * 1024 ** 3
-
-
-
-def normalise_intensities(array: np.ndarray, low_percentile: float = 1.0, high_percentile: float = 99.0) -> np.ndarray:
-    """Map the [low, high] percentiles of ``array`` to [0, 1] (clipped), float64."""
-    data = np.asarray(array, dtype=np.float64)
-    lo, hi = np.percentile(data, [low_percentile, high_percentile])
-    if hi <= lo:
-        return np.zeros_like(data)
-    return np.clip((data - lo) / (hi - lo), 0.0, 1.0)
-
-
-def _ball_around(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
-    """Voxels within ``radius_mm`` (Euclidean, honouring spacing) of ``mask``."""
-    if radius_mm <= 0:
-        return mask.copy()
-    return ndi.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
 
 
 def seeds_from_paths(shape, paths, spacing, relaxed_lo, relaxed_hi, path_radius_mm: float,
@@ -75,7 +59,7 @@ def seeds_from_paths(shape, paths, spacing, relaxed_lo, relaxed_hi, path_radius_
     seeds[~inside] = 0
     if background_distance_mm is not None:
         seeds[ndi.distance_transform_edt(~on_path, sampling=spacing) > background_distance_mm] = 0
-    seeds[(_ball_around(core, path_radius_mm, spacing) | on_path) & inside] = 1
+    seeds[(dilate_mm(core, path_radius_mm, spacing) | on_path) & inside] = 1
     return seeds
 
 
@@ -93,51 +77,6 @@ def relaxed_box(points: ExtremePoints, image: Volume, margin_mm: float):
     lo, hi = points.box_index(image, 0.0)
     pad = np.floor(margin_mm / image.spacing + 0.5).astype(int)
     return np.maximum(lo - pad, 0), np.minimum(hi + pad, image.shape)
-
-
-def _slices_across_coarsest_axis(shape, spacing):
-    """Index tuples of the 2D slices across the axis with the largest voxel size (the first on a tie)."""
-    axis = int(np.argmax(spacing))
-    for index in range(shape[axis]):
-        plane = [slice(None)] * 3
-        plane[axis] = index
-        yield tuple(plane)
-
-
-def fill_enclosed(mask: np.ndarray, spacing) -> np.ndarray:
-    """``mask`` with its holes filled in 3D and in every slice across the coarsest axis.
-
-    The per-slice fill catches holes that open only through a neighbouring slice, common with thick slices
-    (ACDC: papillary muscles inside the left ventricle).
-    """
-    filled = ndi.binary_fill_holes(mask)
-    for plane in _slices_across_coarsest_axis(mask.shape, spacing):
-        filled[plane] = ndi.binary_fill_holes(filled[plane])
-    return filled
-
-
-def convex_slices(mask: np.ndarray, spacing) -> np.ndarray:
-    """``mask`` replaced, slice by slice across the coarsest axis, by the convex hull of each slice's part.
-
-    A shape prior for objects that are convex in those slices (a ventricle's cavity in short-axis slices, with
-    the trabeculae and papillary muscles the random walker leaves out); not for rings or curved objects.
-    """
-    from skimage.morphology import convex_hull_image
-
-    hull = mask.copy()
-    for plane in _slices_across_coarsest_axis(mask.shape, spacing):
-        if hull[plane].any():
-            hull[plane] = convex_hull_image(mask[plane])
-    return hull
-
-
-def keep_connected_to(foreground: np.ndarray, seeds_mask: np.ndarray) -> np.ndarray:
-    """The 26-connected components of ``foreground`` that touch ``seeds_mask``."""
-    labels, n = ndi.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
-        return foreground
-    touched = np.unique(labels[seeds_mask & foreground])
-    return np.isin(labels, touched[touched > 0])
 
 
 def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_margin_mm: float = 1.0,
@@ -264,20 +203,6 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     return PseudoLabel.from_foreground(full, image, weight)
 
 
-def close_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
-    """Morphological closing of ``mask`` by a ball of ``radius_mm`` (mm, honouring spacing).
-
-    Done with two Euclidean distance transforms instead of a structuring element: time and memory do not grow
-    with the radius (SciPy's binary morphology with a 55 x 55 x 7 ball, a ventricle's closing, ran out of memory).
-    The mask is padded by the radius so that the image border does not erode what touches it.
-    """
-    pad = np.ceil(radius_mm / np.asarray(spacing, dtype=float)).astype(int) + 1
-    padded = np.pad(mask, [(p, p) for p in pad])
-    dilated = ndi.distance_transform_edt(~padded, sampling=spacing) <= radius_mm
-    closed = ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
-    return (closed | padded)[tuple(slice(p, -p) for p in pad)]
-
-
 def postprocess(foreground: np.ndarray, seeds: np.ndarray, spacing, keep_connected: bool = True,
                 fill_holes: bool = True, closing_mm: float = 0.0, convex: bool = False) -> np.ndarray:
     """P(foreground) cleaned: disconnected foreground (from the seeds 1) set to 0; notches narrower than
@@ -292,7 +217,7 @@ def postprocess(foreground: np.ndarray, seeds: np.ndarray, spacing, keep_connect
         fg[close_mm(hard, closing_mm, spacing) & ~hard] = 1.0
     if fill_holes:
         hard = fg > 0.5
-        fg[fill_enclosed(hard, spacing) & ~hard] = 1.0
+        fg[fill_enclosed_holes(hard, spacing) & ~hard] = 1.0
     if convex:
         hard = fg > 0.5
         fg[convex_slices(hard, spacing) & ~hard] = 1.0
@@ -313,38 +238,3 @@ def intensity_likelihood_ratio(intensities: np.ndarray, seeds: np.ndarray, bins:
     ratio = hist[1] / (hist[0] + hist[1])
     return ratio[which]
 
-
-def _option_value(value):
-    """``--option`` values arrive as numbers or strings: map "true"/"false"/"none" to Python."""
-    if isinstance(value, str) and value.lower() in ("true", "false", "none"):
-        return {"true": True, "false": False, "none": None}[value.lower()]
-    return value
-
-
-def benchmark_method(case, options):
-    """Benchmark adapter (``ExtremeSegLib.evaluation.run_benchmark``): one pseudo-label per structure.
-
-    Each structure of ``options.structures`` gets its own 6 clicks simulated from the reference (seeded per case
-    as the ``extreme-box`` baseline does, so both see the same clicks) and its own pseudo-label; where several
-    structures claim a voxel (P > 0.5) the most probable wins. ``options.extra`` holds maker parameters
-    (``--option beta=300``). Returns the label map (a :class:`Volume` on the image grid).
-    """
-    from ..io.volumes import read_image, read_labelmap
-    from ..simulate import simulate_extreme_points
-
-    image = read_image(case.image)
-    reference = read_labelmap(case.label)
-    params = {key: _option_value(value) for key, value in options.extra.items()}
-    rng = np.random.default_rng(options.case_seed(case))
-    out = np.zeros(image.shape, dtype=np.int16)
-    best = np.zeros(image.shape, dtype=np.float32)
-    for values in options.structures.values():
-        mask = np.isin(reference.array, values)
-        if not mask.any():
-            continue
-        clicks = simulate_extreme_points(reference.with_array(mask), options.noise_mm, seed=rng.integers(2**32))
-        foreground = extreme_points_pseudolabel(image, ExtremePoints.from_points(clicks, image), **params).probabilities[1]
-        wins = (foreground > 0.5) & (foreground > best)
-        out[wins] = values[0]
-        best[wins] = foreground[wins]
-    return image.with_array(out)

@@ -21,7 +21,7 @@ import numpy as np
 from ..annotations import Scribbles
 from ..errors import InputError
 from ..volume import Volume
-from .extreme_points import normalise_intensities
+from ..masks import normalise_intensities
 from .label import PseudoLabel
 from .random_walker import random_walker
 
