@@ -12,10 +12,10 @@ from conftest import make_ellipsoid
 from ExtremeSegLib.cli import main
 from ExtremeSegLib.errors import CancelledError, InputError
 from ExtremeSegLib.io import read_segmentation, write_points, write_volume
+from ExtremeSegLib.masks import erode_mm
 from ExtremeSegLib.metrics import dice
 from ExtremeSegLib.progress import Progress
 from ExtremeSegLib.recipes import JobConfig, RoundsConfig, predict, train
-from ExtremeSegLib.masks import erode_mm
 from ExtremeSegLib.refine.random_walker import random_walker_regularisation
 from ExtremeSegLib.simulate import simulate_extreme_points
 from ExtremeSegLib.training.model_file import read_description

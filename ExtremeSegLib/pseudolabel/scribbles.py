@@ -20,8 +20,8 @@ import numpy as np
 
 from ..annotations import Scribbles
 from ..errors import InputError
-from ..volume import Volume
 from ..masks import normalise_intensities
+from ..volume import Volume
 from .label import PseudoLabel
 from .random_walker import random_walker
 

@@ -6,8 +6,9 @@ on each case's model grid (its keywords come from the job's ``pseudolabel`` sect
 engine (inputs: image + Gaussian heatmaps of the clicks; loss: soft Dice on the probabilities). Step 4
 (:func:`~ExtremeSegLib.refine.random_walker.random_walker_regularisation`): the prediction's foreground
 (P >= 0.5) and background are each eroded by ``rounds.erosion_mm`` and the random walker relabels the gap
-between them; everything outside the clicks' relaxed box stays background. Departure: the walker in the gap is also pulled towards the prediction
-(``rounds.prior_weight``, 0 = the paper's walker), because the plain walker made the labels worse every round here.
+between them; everything outside the clicks' relaxed box stays background. Departure: the walker in the gap is
+also pulled towards the prediction (``rounds.prior_weight``, 0 = the paper's walker), because the plain walker
+made the labels worse every round here.
 The paper's ImageNet-pretrained 2D encoder is not used (no weights are downloaded).
 """
 
@@ -21,15 +22,13 @@ from ..errors import InputError
 from ..pseudolabel.extreme_points import extreme_points_pseudolabel
 from ..pseudolabel.label import PseudoLabel
 from ..refine.random_walker import random_walker_regularisation
-from .rounds import Recipe
+from .recipe import Recipe
 
 
 class ExtremePointsRecipe(Recipe):
     """Extreme points (6 clicks per case) -> weakly supervised model that segments with the user's clicks."""
 
     name = "extreme_points"
-    title = "Extreme points (random walker, refinement rounds)"
-    annotation = "extreme points"
     refines = True
 
     def needs(self, config) -> tuple:
@@ -45,7 +44,8 @@ class ExtremePointsRecipe(Recipe):
             raise InputError(f"unknown pseudolabel parameter {unknown[0]!r}; known: {', '.join(sorted(accepted))}")
 
     def initial_label(self, job, case) -> PseudoLabel:
-        return extreme_points_pseudolabel(case.frame.grid, case.points, device=job.device.type, **job.config.pseudolabel)
+        return extreme_points_pseudolabel(case.frame.grid, case.points, device=job.device.type,
+                                          **job.config.pseudolabel)
 
     def refine(self, job, case, probabilities, label) -> PseudoLabel:
         grid = case.frame.grid
