@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ExtremeSegLib.evaluation import MethodOptions, discover_cases, run_benchmark  # noqa: E402
-from ExtremeSegLib.evaluation.report import benchmark_command  # noqa: E402
 from ExtremeSegLib.evaluation.methods import extreme_points_random_walker  # noqa: E402
+from ExtremeSegLib.evaluation.report import benchmark_command  # noqa: E402
 from ExtremeSegLib.pseudolabel.random_walker import random_walker  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"

@@ -345,7 +345,8 @@ def _solve_torch_band(weights, seeds, settings: _Settings, prior, initial):
         outside = torch.from_numpy(np.where(inner == free.size, 1.0, 0.0).astype(np.float32)).to(dev)
         rhs = (edge_t * outside * torch.from_numpy(fixed[:, neighbours]).to(dev)).sum(dim=1)
         if prior_weight > 0:
-            rhs += prior_weight * torch.from_numpy(prior[solved].reshape(len(solved), -1)[:, free].astype(np.float32)).to(dev)
+            pulled = prior[solved].reshape(len(solved), -1)[:, free].astype(np.float32)
+            rhs += prior_weight * torch.from_numpy(pulled).to(dev)
         pad = torch.zeros((len(solved), 1), dtype=torch.float32, device=dev)
 
         def apply(v):
