@@ -39,11 +39,31 @@ DEFAULT_MEMORY_LIMIT = 4 * 1024 ** 3
 
 def seeds_from_paths(shape, paths, spacing, relaxed_lo, relaxed_hi, path_radius_mm: float,
                      background_distance_mm: float | None = None) -> np.ndarray:
-    """Seeds on a region's grid: 1 = dilated paths, 0 = outside the relaxed box or far from the paths, -1 = unknown.
+    """Random-walker seeds on a region's grid from the geodesic paths.
 
-    ``relaxed_lo``/``relaxed_hi``: the relaxed box inside the region (index, hi exclusive). The ends of each path
-    are extreme points, on the object's surface: only path voxels at least ``path_radius_mm`` from both ends are
-    dilated, so the seeds do not spill out of the object there (the path itself stays a seed all along).
+    The ends of each path are extreme points, on the object's surface: only path voxels at least
+    ``path_radius_mm`` from both ends are dilated, so the seeds do not spill out of the object there (the path
+    itself stays a seed all along).
+
+    Parameters
+    ----------
+    shape : sequence of 3 ints
+        The region's shape ``(I, J, K)``.
+    paths : sequence of ndarrays of int, shape (N_a, 3)
+        Voxel indices of each path in the region.
+    spacing : sequence of 3 floats
+        Voxel size in mm per axis.
+    relaxed_lo, relaxed_hi : sequence of 3 ints
+        The relaxed box inside the region (voxel indices, ``hi`` exclusive).
+    path_radius_mm : float
+        Dilation radius of the paths (mm).
+    background_distance_mm : float, optional
+        Voxels farther than this (mm) from every path are background seeds too (``None``: off).
+
+    Returns
+    -------
+    ndarray of int16, shape (I, J, K)
+        1 = dilated paths, 0 = outside the relaxed box or far from the paths, -1 = unknown.
     """
     spacing = np.asarray(spacing, dtype=float)
     on_path = np.zeros(shape, dtype=bool)
@@ -64,15 +84,40 @@ def seeds_from_paths(shape, paths, spacing, relaxed_lo, relaxed_hi, path_radius_
 
 
 def smallest_extent_mm(points: ExtremePoints) -> float:
-    """The shortest of the three distances between opposite clicks (mm): the object's size for scaled radii."""
+    """The object's size for scaled radii: the shortest distance between opposite clicks.
+
+    Parameters
+    ----------
+    points : ExtremePoints
+        The 6 clicks (RAS mm).
+
+    Returns
+    -------
+    float
+        Distance in mm.
+    """
     return float(np.linalg.norm(points.ras[:, 1] - points.ras[:, 0], axis=1).min())
 
 
 def relaxed_box(points: ExtremePoints, image: Volume, margin_mm: float):
-    """The tight box through the clicks (``ExtremePoints.box_index``) grown by ``margin_mm`` per side, clipped.
+    """The tight box through the clicks (``ExtremePoints.box_index``) grown by a margin per side, clipped.
 
     The margin is rounded to the nearest whole number of voxels per axis (not up), so that a 2 mm margin does
     not add a whole 10 mm slice on anisotropic images.
+
+    Parameters
+    ----------
+    points : ExtremePoints
+        The 6 clicks (RAS mm).
+    image : Volume
+        The grid the box is on.
+    margin_mm : float
+        Margin per side (mm).
+
+    Returns
+    -------
+    lo, hi : ndarray of int, shape (3,)
+        Voxel indices of the box on ``image``'s grid (``hi`` exclusive).
     """
     lo, hi = points.box_index(image, 0.0)
     pad = np.floor(margin_mm / image.spacing + 0.5).astype(int)
@@ -95,41 +140,71 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     Defaults were tuned on 40 hippocampus and 20 ACDC cases and hold for both (see
     ``benchmarks/results/pseudolabel_extreme.md``).
 
-    Seeds
-      box_margin_mm: the tight box through the clicks is relaxed by this much per side (click noise; rounded to
-        whole voxels per axis); beyond it everything is background.
-      path_radius_mm: the geodesic paths are dilated by this radius (mm) into foreground seeds; None (default):
+    Parameters
+    ----------
+    image : Volume
+        The image, array ``(I, J, K)`` (finite), spacing in mm.
+    points : ExtremePoints
+        The 6 clicks (RAS mm).
+    box_margin_mm : float, optional
+        The tight box through the clicks is relaxed by this much per side (click noise; rounded to whole voxels
+        per axis); beyond it everything is background.
+    path_radius_mm : float, optional
+        The geodesic paths are dilated by this radius (mm) into foreground seeds; ``None`` (default):
         ``path_radius_fraction`` of the smallest distance between opposite clicks, at least 1 mm (paper 000 notes
         that the dilation depends on the organ's size).
-      background_distance_mm: voxels farther than this from every path are background seeds too (None: off;
-        paper 000 uses 30 mm for spleen and liver).
-    Paths (:func:`.geodesic.geodesic_cost`)
-      euclidean_weight, gradient_weight, auto_scale: the cost terms, each scaled to 0..1 by paper 001's automatic
+    path_radius_fraction : float, optional
+    background_distance_mm : float, optional
+        Voxels farther than this (mm) from every path are background seeds too (``None``: off; paper 000 uses
+        30 mm for spleen and liver).
+    euclidean_weight, gradient_weight, auto_scale : optional
+        The path cost terms (:func:`.geodesic.geodesic_cost`), each scaled to 0..1 by paper 001's automatic
         policy, then weighted (a Euclidean weight of 10 keeps the paths from running round the object along its
-        dark rim, e.g. the myocardium round the left ventricle); gradient_sigma_mm: Gaussian smoothing (mm) of the
-        intensities before the gradient.
-      path_intensity_weight: > 0 (default 1; 0 = off) re-routes the paths ``path_intensity_rounds`` times through
-        voxels whose intensity looks like the paths' own (cost term ``weight * P(background | intensity)`` from
-        histograms of the path voxels and the background seeds, paper 001's deep geodesics with an intensity model
-        in place of a network): a path from a click that missed the object (click noise) enters it sooner and
-        stays inside. With 2 mm click noise it raised
-        hippocampus pseudo-labels from 0.730 to 0.759 and ACDC LV from 0.839 to 0.854 (docs/benchmarks.md); it
-        costs one more Dijkstra per path and round, about double the maker's time on large regions.
-    Random walker (:func:`.random_walker.random_walker`; intensities normalised to 0..1 in the region)
-      beta: edge sensitivity (paper 000: 130 with scikit-image's convention; 300 measured better here).
-      conductance_power: coupling across thick slices (1 measured best on ACDC; 2 = diffusion in mm, 0 = per voxel).
-      intensity_prior_weight: pull towards an intensity model (histograms of the seeds) (0 = off).
-      shape_prior_weight: pull towards the 3D confidence map (:func:`.cues.confidence_map`) (0 = off; helps
-        compact objects, hurts curved ones).
-      solver, tol, device: passed on.
-    Output
-      keep_connected: keep only the foreground connected to the paths. closing_fraction: close notches narrower
-        than this fraction of the smallest click distance (trabeculae at the ventricle's wall). fill_holes: fill
-        enclosed holes (3D and per slice across the coarsest axis). convex: a shape prior, off by default: each
-        slice across the coarsest axis becomes its convex hull (:func:`convex_slices`; for objects convex in
-        those slices, e.g. the left ventricle's cavity, never for the myocardium's ring).
-      trust: ``"all"`` (weight 1 everywhere) or ``"seeds"`` (weight 1 on seeds only).
-      memory_limit_bytes: :class:`InputError` when the random walker's estimated memory for the region exceeds it.
+        dark rim, e.g. the myocardium round the left ventricle).
+    gradient_sigma_mm : float, optional
+        Gaussian smoothing (mm) of the intensities before the gradient.
+    path_intensity_weight : float, optional
+        > 0 (default 1; 0 = off) re-routes the paths ``path_intensity_rounds`` times through voxels whose
+        intensity looks like the paths' own (cost term ``weight * P(background | intensity)`` from histograms of
+        the path voxels and the background seeds, paper 001's deep geodesics with an intensity model in place of
+        a network): a path from a click that missed the object (click noise) enters it sooner and stays inside.
+        With 2 mm click noise it raised hippocampus pseudo-labels from 0.730 to 0.759 and ACDC LV from 0.839 to
+        0.854 (docs/benchmarks.md); it costs one more Dijkstra per path and round, about double the maker's time
+        on large regions.
+    path_intensity_rounds : int, optional
+    beta : float, optional
+        Random-walker edge sensitivity (paper 000: 130 with scikit-image's convention; 300 measured better
+        here); the walker (:func:`.random_walker.random_walker`) runs on intensities normalised to 0..1 in the region.
+    conductance_power : float, optional
+        Coupling across thick slices (1 measured best on ACDC; 2 = diffusion in mm, 0 = per voxel).
+    intensity_prior_weight : float, optional
+        Pull towards an intensity model (histograms of the seeds) (0 = off).
+    shape_prior_weight : float, optional
+        Pull towards the 3D confidence map (:func:`.cues.confidence_map`) (0 = off; helps compact objects, hurts
+        curved ones).
+    keep_connected : bool, optional
+        Keep only the foreground connected to the paths.
+    closing_fraction : float, optional
+        Close notches narrower than this fraction of the smallest click distance (trabeculae at the ventricle's
+        wall).
+    fill_holes : bool, optional
+        Fill enclosed holes (3D and per slice across the coarsest axis).
+    convex : bool, optional
+        A shape prior, off by default: each slice across the coarsest axis becomes its convex hull
+        (:func:`convex_slices`; for objects convex in those slices, e.g. the left ventricle's cavity, never for
+        the myocardium's ring).
+    trust : {"all", "seeds"}, optional
+        Weight 1 everywhere, or weight 1 on seeds only.
+    solver, tol, device : optional
+        Passed to the random walker.
+    memory_limit_bytes : int, optional
+        :class:`InputError` when the random walker's estimated memory for the region exceeds it.
+
+    Returns
+    -------
+    PseudoLabel
+        Probabilities ``(2, I, J, K)`` and weight ``(I, J, K)`` on ``image``'s grid; P(foreground) = 0 outside
+        the relaxed box.
     """
     if trust not in ("all", "seeds"):
         raise InputError(f"trust must be 'all' or 'seeds', got {trust!r}")
@@ -205,9 +280,30 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
 
 def postprocess(foreground: np.ndarray, seeds: np.ndarray, spacing, keep_connected: bool = True,
                 fill_holes: bool = True, closing_mm: float = 0.0, convex: bool = False) -> np.ndarray:
-    """P(foreground) cleaned: disconnected foreground (from the seeds 1) set to 0; notches narrower than
-    ``closing_mm`` (morphological closing), enclosed holes and, with ``convex``, the rest of each slice's convex
-    hull set to 1; background seeds 0."""
+    """Clean P(foreground) with what the seeds and the object's shape say.
+
+    Disconnected foreground (from the seeds 1) is set to 0; notches narrower than ``closing_mm`` (morphological
+    closing), enclosed holes and, with ``convex``, the rest of each slice's convex hull are set to 1; background
+    seeds are set to 0. Each step works on the mask P > 0.5 (helpers in :mod:`ExtremeSegLib.masks`).
+
+    Parameters
+    ----------
+    foreground : ndarray of float, shape (I, J, K)
+        P(foreground) on the region.
+    seeds : ndarray of int, shape (I, J, K)
+        1 = foreground seeds, 0 = background seeds, -1 = unknown (:func:`seeds_from_paths`).
+    spacing : sequence of 3 floats
+        Voxel size in mm per axis.
+    keep_connected, fill_holes, convex : bool, optional
+        Which steps run.
+    closing_mm : float, optional
+        Closing radius (mm; 0 = no closing).
+
+    Returns
+    -------
+    ndarray of float, shape (I, J, K)
+        The cleaned P(foreground) (a copy).
+    """
     fg = foreground.copy()
     if keep_connected:
         hard = fg > 0.5
@@ -227,7 +323,24 @@ def postprocess(foreground: np.ndarray, seeds: np.ndarray, spacing, keep_connect
 
 def intensity_likelihood_ratio(intensities: np.ndarray, seeds: np.ndarray, bins: int = 32,
                                smoothing_bins: float = 1.5) -> np.ndarray:
-    """P(foreground | intensity) from smoothed histograms of the foreground (1) and background (0) seeds."""
+    """P(foreground | intensity) from smoothed histograms of the seeds.
+
+    Parameters
+    ----------
+    intensities : ndarray, shape (I, J, K)
+        Intensities normalised to 0..1.
+    seeds : ndarray of int, shape (I, J, K)
+        1 = foreground, 0 = background, other values ignored.
+    bins : int, optional
+        Histogram bins over 0..1.
+    smoothing_bins : float, optional
+        Gaussian smoothing of each histogram (in bins).
+
+    Returns
+    -------
+    ndarray of float, shape (I, J, K)
+        ``h_fg / (h_bg + h_fg)`` at each voxel's intensity.
+    """
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(intensities, edges) - 1, 0, bins - 1)
     hist = []
