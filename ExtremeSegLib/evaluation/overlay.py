@@ -124,7 +124,9 @@ def write_overlay_png(path, image: Volume, reference, prediction, **kwargs) -> P
     """Write :func:`overlay_slices` as a PNG file; returns its path."""
     import imageio.v3 as iio
 
+    from ..io.volumes import write_atomically
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, overlay_slices(image, reference, prediction, **kwargs))
-    return path
+    picture = overlay_slices(image, reference, prediction, **kwargs)
+    return write_atomically(path, True, lambda tmp: iio.imwrite(tmp, picture))

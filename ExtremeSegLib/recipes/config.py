@@ -177,10 +177,11 @@ class JobConfig:
     def to_dict(self) -> dict:
         return to_plain(self)
 
-    def to_json(self, path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+    def to_json(self, path, overwrite: bool = False) -> Path:
+        """Write the config as JSON (atomically; an existing file is refused unless ``overwrite``)."""
+        from ..io.volumes import write_text_atomically
+
+        return write_text_atomically(path, json.dumps(self.to_dict(), indent=1) + "\n", overwrite)
 
     def with_paths_resolved(self, base_dir: Path) -> "JobConfig":
         """Every file path (cases, validation, output) made absolute against ``base_dir``."""

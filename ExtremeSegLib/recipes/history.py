@@ -9,12 +9,12 @@ from typing import Optional
 
 import numpy as np
 
-from ..io.volumes import write_atomically
+from ..io.volumes import write_atomically, write_text_atomically
 
 
 def write_json(path: Path, data) -> None:
     """``data`` as indented JSON at ``path``, written atomically (an existing file is replaced: run state)."""
-    write_atomically(path, True, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
+    write_text_atomically(path, json.dumps(data, indent=1) + "\n", True)
 
 
 def write_history(folder: Path, history: list, title: str) -> dict:
@@ -32,8 +32,7 @@ def write_history(folder: Path, history: list, title: str) -> dict:
         lines.append(f"| {row['round']} | {row['epochs']} | {fmt(row['loss'], 4)} | {fmt(row['pseudolabel_dice'])} | "
                      f"{fmt(row['train_dice'])} | {fmt(row['validation_dice'])} | {fmt(row['agreement'], 4)} | "
                      f"{fmt(row['train_seconds'], 0)} | {fmt(row['refine_seconds'], 0)} |")
-    table = "\n".join(lines) + "\n"
-    write_atomically(folder / "rounds.md", True, lambda tmp: tmp.write_text(table))
+    write_text_atomically(folder / "rounds.md", "\n".join(lines) + "\n", True)
     outputs = {"rounds": str(folder / "rounds.json"), "rounds_table": str(folder / "rounds.md")}
     plot = plot_rounds(folder / "rounds.png", history, title)
     if plot is not None:
