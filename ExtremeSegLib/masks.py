@@ -141,8 +141,9 @@ def fill_enclosed_holes(mask: np.ndarray, spacing) -> np.ndarray:
     Parameters
     ----------
     mask : ndarray of bool, shape (I, J, K)
+        The object, possibly with holes.
     spacing : sequence of 3 floats
-        Voxel size in mm per array axis (chooses the slice axis).
+        Voxel size in mm per array axis: the 2D fill runs across the axis with the largest one.
 
     Returns
     -------
@@ -164,8 +165,9 @@ def convex_slices(mask: np.ndarray, spacing) -> np.ndarray:
     Parameters
     ----------
     mask : ndarray of bool, shape (I, J, K)
+        The object to make convex slice by slice.
     spacing : sequence of 3 floats
-        Voxel size in mm per array axis (chooses the slice axis).
+        Voxel size in mm per array axis: the hulls are taken in slices across the coarsest axis.
 
     Returns
     -------

@@ -27,9 +27,9 @@ def gradient_magnitude(image: np.ndarray, spacing=(1.0, 1.0, 1.0), sigma_mm: flo
     Parameters
     ----------
     image : ndarray, shape (I, J, K)
-        Intensities.
+        Intensities (any units).
     spacing : sequence of 3 floats, optional
-        Voxel size in mm per axis.
+        Voxel size in mm along I, J, K: the differences are taken per mm.
     sigma_mm : float, optional
         Smoothing standard deviation in mm (0 = none), converted per axis with ``spacing``.
 
@@ -60,9 +60,9 @@ def geodesic_cost(image: np.ndarray, spacing=(1.0, 1.0, 1.0), start=None, euclid
     Parameters
     ----------
     image : ndarray, shape (I, J, K)
-        Intensities.
+        Intensities the gradient term is computed from.
     spacing : sequence of 3 floats, optional
-        Voxel size in mm per axis.
+        Voxel size in mm along I, J, K (distances and gradients in mm).
     start : sequence of 3 ints, optional
         Voxel index the automatic Euclidean scale is measured from (default: the grid's diagonal).
     euclidean_weight, gradient_weight : float, optional

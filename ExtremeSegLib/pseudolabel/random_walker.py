@@ -76,9 +76,9 @@ def edge_weights(image: np.ndarray, spacing=(1.0, 1.0, 1.0), beta: float = 130.0
     Parameters
     ----------
     image : ndarray, shape (I, J, K)
-        Intensities.
+        Intensities whose differences weaken the edges.
     spacing : sequence of 3 floats, optional
-        Voxel size in mm per axis.
+        Voxel size in mm along I, J, K (sets the coupling across thick slices).
     beta : float, optional
         Edge sensitivity (scikit-image convention).
     dtype : numpy dtype, optional

@@ -320,16 +320,11 @@ def scribble_seed_areas(image: Volume, scribbles: Scribbles, num_classes: int, t
 
     Parameters
     ----------
-    image : Volume
-        The image, array ``(I, J, K)``, spacing in mm.
-    scribbles : Scribbles
-        Class-indexed strokes on ``image``'s grid.
-    num_classes : int
-        Classes including the background.
+    image, scribbles, num_classes, beta, mode, solver, tol, device
+        The random walk's image ``(I, J, K)``, strokes, class count (with the background) and settings: see
+        :func:`random_walker_probabilities`.
     tau : float, optional
         Probability a voxel's class must exceed (:func:`seed_areas`).
-    beta, mode, solver, tol, device
-        See :func:`random_walker_probabilities`.
 
     Returns
     -------
