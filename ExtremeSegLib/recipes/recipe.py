@@ -129,7 +129,8 @@ class Recipe:
 class RunningJob:
     """A job while it runs: its config, recipe, device, run folder, network and what was planned for it.
 
-    The loop builds one and hands it to every recipe hook (``job``)."""
+    The loop builds one and hands it to every recipe hook (``job``).
+    """
 
     config: JobConfig
     recipe: Recipe
