@@ -33,8 +33,9 @@ def register_recipe(recipe_class) -> None:
     RECIPE_DEFAULTS[recipe_class.name] = recipe_class.defaults
 
 
-for _recipe in (ExtremePointsRecipe, FullySupervisedRecipe, ScribblesRecipe):
-    register_recipe(_recipe)
+register_recipe(ExtremePointsRecipe)
+register_recipe(FullySupervisedRecipe)
+register_recipe(ScribblesRecipe)
 
 
 def get_recipe(name: str) -> Recipe:
