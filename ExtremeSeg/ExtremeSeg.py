@@ -100,7 +100,8 @@ class ExtremeSegWidget(ScriptedLoadableModuleWidget):
             return
         for name in RELOADED_MODULES:
             importlib.reload(importlib.import_module(f"ExtremeSegSlicerLib.{name}"))
-        importlib.reload(importlib.import_module("SegmentEditorExtremeSegLib.SegmentEditorEffect"))
+        if "SegmentEditorExtremeSegLib.SegmentEditorEffect" in sys.modules:
+            importlib.reload(sys.modules["SegmentEditorExtremeSegLib.SegmentEditorEffect"])
         ScriptedLoadableModuleWidget.onReload(self)
 
 

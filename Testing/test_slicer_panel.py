@@ -95,14 +95,12 @@ def test_one_connection_at_a_time_over_the_module_life_cycle(mrml_scene):
     cache = WrapperCache(V58Wrapper)
     binding = ParameterNodeBinding(bound_widgets(FakeUi()))
     wrapper = cache.wrapper_for(node)
-    # the panel's sequence: setup + enter (twice initialised), exit, enter, scene close, new node, enter
+    # the panel's sequence: setup + enter (initialised twice), exit (stays bound), enter, scene close, enter
     binding.connect(wrapper)
     binding.connect(cache.wrapper_for(node))
     assert cache.wrapper_for(node) is wrapper and len(wrapper.connected) == 1
-    binding.disconnect()  # exit
-    assert wrapper.connected == {}
-    binding.connect(cache.wrapper_for(node))  # enter again
-    assert len(wrapper.connected) == 1
+    binding.connect(cache.wrapper_for(node))  # enter again after exit
+    assert len(wrapper.connected) == 1 and wrapper._next == 1  # no second connectParametersToGui call
     binding.connect(None)  # scene start close
     assert wrapper.connected == {} and not binding.connected
     other = mrml_scene.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")  # the new scene's parameter node

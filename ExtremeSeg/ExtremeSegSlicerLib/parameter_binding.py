@@ -5,6 +5,8 @@ Slicer's parameter node wrapper offers ``connectGui(ui)`` and ``disconnectGui(ta
 ``disconnectGui(None)`` does nothing and every module entry adds one more set of connectors. The public
 ``connectParametersToGui(mapping)``, which ``connectGui`` calls, has returned its tag since the wrapper
 gained GUI connections; :class:`ParameterNodeBinding` uses it and remembers which wrapper the tag belongs to.
+Each such call also adds a ModifiedEvent observer to the node that ``disconnectGui`` leaves in place, so the
+panel connects once per parameter node (:class:`WrapperCache` keeps one wrapper per node), not per entry.
 Headless: works on whatever has those two methods.
 """
 

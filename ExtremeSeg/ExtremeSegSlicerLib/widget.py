@@ -19,7 +19,7 @@ from slicer.parameterNodeWrapper.guiConnectors import ctkPathLineEditToPathConne
 from slicer.util import VTKObservationMixin
 
 from .installer import ensure_dependencies, python_executable
-from .logic import ANNOTATIONS, DEVICES, optional_path, present_nodes
+from .logic import ANNOTATIONS, DEVICES, ModelInfo, optional_path, present_nodes
 from .parameter_binding import ParameterNodeBinding, bound_widgets
 
 #: how often the panel reads the child's progress (ms)
@@ -71,6 +71,7 @@ class ExtremeSegPanel(VTKObservationMixin):
         self._run = None  # its ChildRun
         self._lastCancelledJob = None
         self._shownAnnotation = None  # (annotation, volume) the panel shows
+        self._modelInfo = ModelInfo("", False)  # the model file as last read (after the path stopped changing)
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.connect("timeout()", self.onPoll)
@@ -115,8 +116,7 @@ class ExtremeSegPanel(VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self):
-        """The panel is hidden: its widgets stop following the parameter node (a running job goes on)."""
-        self.setParameterNode(None)
+        """The panel is hidden; it stays bound to the parameter node (see :meth:`setParameterNode`)."""
 
     def cleanup(self):
         """Slicer closes: the child is stopped (its last checkpoint kept), nothing outlives the application."""
@@ -169,7 +169,11 @@ class ExtremeSegPanel(VTKObservationMixin):
         self.syncTrainingVolumesToGUI()
 
     def setParameterNode(self, wrapper):
-        """Bind the widgets to ``wrapper`` (``None``: to nothing); the previous binding is undone exactly once."""
+        """Bind the widgets to ``wrapper`` (``None``: to nothing); the previous binding is undone exactly once.
+
+        Bound once per parameter node, not per module entry: every ``connectParametersToGui`` call also leaves
+        a ModifiedEvent observer on the node that ``disconnectGui`` does not remove (Slicer 5.8 and later).
+        """
         if self._parameterNode is not None and self._parameterNode is not wrapper:
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         elif self._parameterNode is wrapper and self._binding.connected:
@@ -344,7 +348,7 @@ class ExtremeSegPanel(VTKObservationMixin):
         self.ui.trainButton.toolTip = message if not self.busy else "A job is running."
         self.ui.resumeButton.enabled = self._lastCancelledJob is not None and not self.busy
         self.ui.cancelButton.enabled = self.busy
-        info = self.logic.model_info(p.modelPath)  # cached: the file is read by updateModelInfo, once
+        info = self._modelInfo
         needsClicks = info.usable and info.needs_clicks
         self.ui.predictPointsLabel.setVisible(needsClicks)
         self.ui.predictPointsSelector.setVisible(needsClicks)
@@ -356,7 +360,8 @@ class ExtremeSegPanel(VTKObservationMixin):
         p = self._parameterNode
         if p is None:
             return
-        self.ui.modelInfoLabel.text = self.logic.model_info(p.modelPath).summary
+        self._modelInfo = self.logic.model_info(p.modelPath)
+        self.ui.modelInfoLabel.text = self._modelInfo.summary
         self.updateGUIState()
 
     # -- long jobs --------------------------------------------------------------------------------------
