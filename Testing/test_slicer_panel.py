@@ -316,3 +316,27 @@ def test_a_prior_from_files_must_be_on_the_volume_grid(tmp_path):
     with pytest.raises(InputError, match="not on the grid"):
         prior_from_files([tmp_path / "p.nrrd"], shifted)
 
+
+
+def test_a_new_catalog_row_is_offered_and_decides_whether_its_models_need_clicks(monkeypatch):
+    """Rows still to come (InExtremIS: extreme points, Weak-Net: surface points; both fully automatic) need no
+    panel change: they are listed for their annotation and their models segment without clicks."""
+    from ExtremeSegSlicerLib.logic import model_needs_clicks
+
+    from ExtremeSegLib import recipe_catalog
+
+    rows = (recipe_catalog.RecipeEntry("auto_from_clicks", "Automatic, trained from clicks", "extreme points", False),
+            recipe_catalog.RecipeEntry("auto_from_surface", "Automatic, trained from surface points", "surface points",
+                                       False))
+    monkeypatch.setattr(recipe_catalog, "CATALOG", recipe_catalog.CATALOG + rows)
+    assert "auto_from_clicks" in [r.name for r in ExtremeSegNodeLogic.recipes("extreme points")]
+    assert [r.name for r in ExtremeSegNodeLogic.recipes("surface points")] == ["auto_from_surface"]
+    from ExtremeSegLib.training.data import InputSpec
+
+    automatic_inputs = InputSpec(cues=(), crop_to_points=False).resolved("mri", (1.0, 1.0, 1.0)).to_dict()
+    click_inputs = InputSpec().resolved("mri", (1.0, 1.0, 1.0)).to_dict()
+    assert not model_needs_clicks({"recipe": "auto_from_clicks", "inputs": automatic_inputs})
+    assert model_needs_clicks({"recipe": "extreme_points", "inputs": automatic_inputs})  # its row says clicks
+    # a recipe without a row (a plugin's) is judged by the model's own inputs
+    assert not model_needs_clicks({"recipe": "plugin", "inputs": automatic_inputs})
+    assert model_needs_clicks({"recipe": "plugin", "inputs": click_inputs})

@@ -123,6 +123,20 @@ def optional_path(value) -> Path | None:
     return None if text in ("", ".") else Path(text).expanduser()
 
 
+def model_needs_clicks(description: dict) -> bool:
+    """Whether a model (its file's description) segments a new volume only with the object's clicks.
+
+    The recipe's catalog row says so for the models it trains (``clicks_at_inference``); a recipe without a
+    row (e.g. registered by a plugin) is judged by the model's own inputs.
+    """
+    try:
+        return recipe_catalog.recipe_entry(str(description.get("recipe"))).clicks_at_inference
+    except KeyError:
+        from ExtremeSegLib.training.data import InputSpec
+
+        return InputSpec.from_dict(description["inputs"]).needs_points
+
+
 def present_nodes(nodes) -> list:
     """``nodes`` without the ``None`` entries a deleted node leaves in a parameter-node list."""
     return [node for node in (nodes or []) if node is not None]
@@ -419,9 +433,8 @@ class ExtremeSegNodeLogic:
     def model_info(self, model_path) -> ModelInfo:
         """What a model file is (recipe, classes, whether it needs clicks), or what is wrong with it; never raises.
 
-        Read once per file version (path, size, modification time): the panel asks on every edit of the path.
-        Whether it needs clicks is the model's own input description (a recipe's catalog row says the same for
-        the models it trains).
+        Read once per file version (path, size, modification time). Whether it needs clicks:
+        :func:`model_needs_clicks`.
         """
         path = optional_path(model_path)
         if path is None:
@@ -438,13 +451,12 @@ class ExtremeSegNodeLogic:
     @staticmethod
     def _read_model_info(path: Path) -> ModelInfo:
         try:
-            from ExtremeSegLib.training.data import InputSpec
             from ExtremeSegLib.training.model_file import read_description
         except Exception as err:  # noqa: BLE001  (a half-installed torch raises more than ImportError)
             return ModelInfo(f"Install ExtremeSeg's dependencies to read model files ({err}).", False)
         try:
             description = read_description(path)
-            needs_points = InputSpec.from_dict(description["inputs"]).needs_points
+            needs_points = model_needs_clicks(description)
             recipe = str(description["recipe"])
             classes = ", ".join(c["name"] for c in description.get("classes", []))
         except Exception as err:  # noqa: BLE001  (whatever the file holds, the panel shows a sentence)
@@ -466,7 +478,6 @@ class ExtremeSegNodeLogic:
         model without clicks. ``postprocess=False``: the network's label map without the model's cleaning;
         ``probabilities``: also write each class's probability (``job.probabilities``, the effect's prior)."""
         from ExtremeSegLib.io.markups import write_points
-        from ExtremeSegLib.training.data import InputSpec
         from ExtremeSegLib.training.inference import probability_paths
         from ExtremeSegLib.training.model_file import read_description
 
@@ -476,7 +487,7 @@ class ExtremeSegNodeLogic:
         if model_path is None:
             raise InputError("choose the model file to segment with")
         description = read_description(model_path)
-        if InputSpec.from_dict(description["inputs"]).needs_points:
+        if model_needs_clicks(description):
             guide = self.placement_guide(volume_node, "extreme points", points_node)
             if points_node is None or not guide.complete:
                 raise InputError(f"this model needs the object's 6 extreme points on {volume_node.GetName()!r}: "
