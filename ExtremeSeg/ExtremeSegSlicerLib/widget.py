@@ -5,8 +5,6 @@ The testable parts live in headless modules: the binding bookkeeping (:mod:`.par
 ready and what a model file is (:mod:`.logic`), what is installed (:mod:`.dependencies`).
 """
 
-from __future__ import annotations
-
 import logging
 from pathlib import Path
 from typing import Annotated
