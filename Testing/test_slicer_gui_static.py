@@ -216,3 +216,24 @@ def test_cmake_ships_every_script_and_resource():
     assert "add_subdirectory(ExtremeSeg)" in top
     assert (REPO / "Resources" / "ExtremeSeg.png").exists()  # the extension icon, for EXTENSION_ICONURL
     assert "Resources/SampleData" in cmake  # the sample cases ship with the module
+
+
+def _method_source(path, class_name, method):
+    body = _class(_tree(path), class_name).body
+    return ast.unparse(next(f for f in body if isinstance(f, ast.FunctionDef) and f.name == method))
+
+
+def test_browsing_volumes_creates_no_point_list():
+    """Showing a volume looks its point list up; a list is made only by "Place points" (or painting scribbles)."""
+    shown = _method_source(PANEL_FILE, "ExtremeSegPanel", "updateAnnotationNode")
+    assert "create=False" in shown and "create=True" not in shown
+    assert "create=True" in _method_source(PANEL_FILE, "ExtremeSegPanel", "onStartPoints")
+    assert "setSliceViewerLayers" in _method_source(PANEL_FILE, "ExtremeSegPanel", "onParameterNodeModified")
+
+
+def test_reload_spares_a_running_job_and_the_self_test_skips_without_torch():
+    reload = _method_source(MODULE / "ExtremeSeg.py", "ExtremeSegWidget", "onReload")
+    assert reload.index("self.panel.busy") < reload.index("onReload(self)")
+    assert "importlib.reload" in reload
+    run_test = _method_source(MODULE / "ExtremeSeg.py", "ExtremeSegTest", "runTest")
+    assert run_test.index("missing_requirements()") < run_test.index("scenarios.extreme_points_to_segmentation")
