@@ -233,7 +233,7 @@ def test_browsing_volumes_creates_no_point_list():
 
 def test_reload_spares_a_running_job_and_the_self_test_skips_without_torch():
     reload = _method_source(MODULE / "ExtremeSeg.py", "ExtremeSegWidget", "onReload")
-    assert reload.index("self.panel.busy") < reload.index("onReload(self)")
+    assert reload.index("self.panel.busy") < reload.index("ScriptedLoadableModuleWidget.onReload(self)")
     assert "importlib.reload" in reload
     run_test = _method_source(MODULE / "ExtremeSeg.py", "ExtremeSegTest", "runTest")
     assert run_test.index("missing_requirements()") < run_test.index("scenarios.extreme_points_to_segmentation")
