@@ -274,7 +274,7 @@ def tiny_model(tmp_path):
     return tmp_path
 
 
-def test_extremeseg_predict_stops_on_its_cancel_file_and_writes_nothing(tiny_model):
+def test_extremeseg_predict_stops_on_its_cancel_file_and_writes_nothing(tiny_model, capsys):
     from ExtremeSegLib.cli import main
 
     common = ["predict", "--model", str(tiny_model / "model.pt"), "--image", str(tiny_model / "image.nrrd"),
@@ -283,6 +283,8 @@ def test_extremeseg_predict_stops_on_its_cancel_file_and_writes_nothing(tiny_mod
     (tiny_model / "CANCEL").write_text("cancel requested\n")  # the default cancel file: beside the output
     assert main(common + ["--out", str(tiny_model / "b.seg.nrrd")]) == 130
     assert not (tiny_model / "b.seg.nrrd").exists()
+    said = capsys.readouterr().err
+    assert "prediction cancelled" in said and "checkpoint" not in said
 
 
 def test_a_cancel_request_stops_the_sliding_windows(tiny_model):

@@ -44,7 +44,13 @@ def run(args) -> int:
         written = predict(args.model, args.image, args.out, points=args.points, probability=args.probability,
                           device=args.device, overwrite=args.overwrite, progress=progress,
                           postprocess=not args.no_postprocess)
-    except (InputError, CancelledError) as err:
+    except CancelledError as err:
+        # a prediction keeps no checkpoint: say what happened to its output instead
+        cancelled = CancelledError(f"prediction cancelled; {args.out} was not written")
+        if args.progress_jsonl:
+            progress.emit("error", message=str(cancelled))
+        raise cancelled from err
+    except InputError as err:
         if args.progress_jsonl:
             progress.emit("error", message=str(err))
         raise
