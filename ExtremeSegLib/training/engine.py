@@ -296,8 +296,8 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
 
     for epoch in range(start + 1, settings.epochs + 1):
         network.train()
-        repeats = math.ceil(steps * batch / len(padded)) + 1
-        order = np.concatenate([rng.permutation(len(padded)) for _ in range(repeats)])
+        passes = math.ceil(steps * batch / len(padded)) + 1
+        order = np.concatenate([rng.permutation(len(padded)) for _ in range(passes)])
         cursor, total, meter = 0, 0.0, _DiceMeter()
         progress.bar(steps, f"round {round_index} epoch {epoch}/{settings.epochs}")
         for _ in range(steps):
