@@ -49,8 +49,9 @@ def run_bundle(bundle, image, out):
     return read_volume(out / (image.name[: -len(".nii.gz")] + "_seg.nii.gz"))
 
 
-@pytest.mark.parametrize("network,modality", [({}, "mri"), ({"slice_wise": True}, "ct")],
-                         ids=["3d-zscore", "slicewise-window"])
+@pytest.mark.parametrize("network,modality", [({}, "mri"), ({"slice_wise": True, "dropout": 0.5, "dropout_levels": 2},
+                                                              "ct")],
+                         ids=["3d-zscore", "slicewise-dropout-window"])  # dropout as the scribbles recipe's
 def test_bundle_run_by_monai_gives_the_labels_of_extremeseg_predict(tmp_path, network, modality):
     model = train_tiny(tmp_path, network, modality)
     bundle = tmp_path / "bundle"
