@@ -46,13 +46,14 @@ def run_bundle(bundle, image, out):
             f"image={str(image)!r}, output_dir={str(out)!r})")
     done = subprocess.run([sys.executable, "-c", code], cwd=out.parent, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    return read_volume(out / (image.name[: -len(".nii.gz")] + "_seg.nii.gz"))
+    return read_volume(out / (image.name.split(".")[0] + "_seg.nii.gz"))
 
 
-@pytest.mark.parametrize("network,modality", [({}, "mri"), ({"slice_wise": True, "dropout": 0.5, "dropout_levels": 2},
-                                                              "ct")],
-                         ids=["3d-zscore", "slicewise-dropout-window"])  # dropout as the scribbles recipe's
-def test_bundle_run_by_monai_gives_the_labels_of_extremeseg_predict(tmp_path, network, modality):
+@pytest.mark.parametrize("network,modality,image_format", [
+    ({}, "mri", ".nii.gz"),
+    ({"slice_wise": True, "dropout": 0.5, "dropout_levels": 2}, "ct", ".nrrd"),  # dropout as the scribbles recipe's
+], ids=["3d-zscore-nifti", "slicewise-dropout-window-oblique-nrrd"])
+def test_bundle_run_by_monai_gives_the_labels_of_extremeseg_predict(tmp_path, network, modality, image_format):
     model = train_tiny(tmp_path, network, modality)
     bundle = tmp_path / "bundle"
     assert main(["export", "--model", str(model), "--out", str(bundle), "--license", "CC-BY-4.0"]) == 0
@@ -64,7 +65,10 @@ def test_bundle_run_by_monai_gives_the_labels_of_extremeseg_predict(tmp_path, ne
     assert meta["extremeseg"]["spacing_mm"] == [1.3, 1.1, 1.7]
     assert "1.3, 1.1, 1.7" in (bundle / "README.md").read_text()
 
-    image = tmp_path / "case2_image.nii.gz"
+    image = tmp_path / f"new_image{image_format}"
+    new, _ = make_ellipsoid(shape=(30, 28, 12), radii_mm=(8.0, 7.0, 6.0), spacing=(1.0, 1.0, 2.0), noise=0.6, seed=5,
+                            direction=None if image_format == ".nii.gz" else [[0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    write_volume(new.with_array(new.array * (200.0 if modality == "ct" else 1.0)), image)
     predict(model, image, tmp_path / "predicted.seg.nrrd", device="cpu")
     _, segments = read_segmentation(tmp_path / "predicted.seg.nrrd")
     labels = run_bundle(bundle, image, tmp_path / "eval")
