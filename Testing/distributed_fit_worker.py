@@ -32,8 +32,12 @@ class FaultyProgress(Progress):
         super().__init__(jsonl=True, stream=open(os.devnull, "w"))
         self.fault, self.at = fault, at
 
+    last_epoch = 0  # the last epoch this process finished
+
     def emit(self, event, **fields):
         super().emit(event, **fields)
+        if event == "epoch":
+            FaultyProgress.last_epoch = fields["epoch"]
         if event == "epoch" and fields["epoch"] == self.at and distributed.rank() == 1:
             if self.fault == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -57,6 +61,9 @@ def main(out, batch, epochs, fault=None, at=0):
                      multiple=total_stride(strides), device=torch.device("cpu"), checkpoint=Path(out) / "checkpoint.pt",
                      progress=FaultyProgress(fault, at))
     except CancelledError:
+        # every rank says where it stopped before any exits (torchrun stops the rest once one has exited)
+        Path(out, f"cancelled_rank{distributed.rank()}.txt").write_text(str(FaultyProgress.last_epoch))
+        distributed.barrier()
         return 130
     finally:
         distributed.leave_group()

@@ -65,10 +65,13 @@ def run(args) -> int:
 
 def _processes(args, device: str) -> int:
     """Processes per node: ``--nproc-per-node``, else one per GPU for ``cuda:all``, else 1."""
+    import torch
+
+    from ..training.engine import ALL_GPUS
+
     if args.nproc_per_node is not None:
         return args.nproc_per_node
-    if device == "cuda:all":
-        import torch
+    if device == ALL_GPUS:
 
         if not torch.cuda.is_available():
             raise InputError("device 'cuda:all' was asked for, but PyTorch sees no CUDA GPU here; use 'auto' or 'cpu'")

@@ -29,8 +29,9 @@ from . import distributed
 from .data import Augmentation, make_batch, pad_to
 from .losses import build_loss
 
-#: ``cuda:all``: one training process per GPU (``extremeseg train`` launches them; each one then uses its own)
-DEVICES = ("auto", "cpu", "cuda", "cuda:all")
+DEVICES = ("auto", "cpu", "cuda")
+#: a job's device for one training process per GPU (``extremeseg train`` launches them; each uses its own GPU)
+ALL_GPUS = "cuda:all"
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,11 @@ class TrainingSettings:
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` (CUDA when PyTorch sees a GPU, else CPU), ``cpu`` or ``cuda`` (the current GPU: under torchrun
     this process's own); ``cuda:all`` in one process is ``cuda``."""
-    if name not in DEVICES:
-        raise InputError(f"unknown device {name!r}; choose one of {list(DEVICES)}")
+    if name not in DEVICES + (ALL_GPUS,):
+        raise InputError(f"unknown device {name!r}; choose one of {list(DEVICES + (ALL_GPUS,))}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {name!r} was asked for, but PyTorch sees no CUDA GPU here; use 'auto' or 'cpu'")
-    if name == "cuda:all":
+    if name == ALL_GPUS:
         name = "cuda"
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
