@@ -19,6 +19,7 @@ import numpy as np
 
 from ..annotations import ExtremePoints
 from ..errors import InputError
+from ..ranges import check_keywords
 from ..simulate import simulate_extreme_points
 
 #: method name -> "module:function"
@@ -61,12 +62,26 @@ def make_method(name: str, options: MethodOptions):
     (passed as ``options=`` when the function has such a parameter, else the function gets the case only)."""
     function = resolve_method(name)
     takes_options = "options" in inspect.signature(function).parameters
+    check_method_options(name, function, options.extra)
 
     def method(case):
         return function(case, options=options) if takes_options else function(case)
 
     method.__name__ = name
     return method
+
+
+def check_method_options(name: str, function, extra: dict) -> None:
+    """:class:`InputError` unless ``extra`` (``--option`` settings) suits the method: a method that takes settings
+    says so with an ``accepts_options = (function, ranges)`` attribute (the function whose keywords they are,
+    :func:`~ExtremeSegLib.ranges.check_keywords`); any other method takes none."""
+    accepts = getattr(function, "accepts_options", None)
+    if accepts is None:
+        if extra:
+            raise InputError(f"method {name!r} takes no --option settings, got {', '.join(sorted(extra))}")
+        return
+    target, ranges = accepts
+    check_keywords(extra, target, ranges, f"method {name!r} --option", exclude=("device",), name="--option {key}")
 
 
 def ground_truth(case, options: MethodOptions):

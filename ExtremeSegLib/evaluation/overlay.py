@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.outputs import make_folder
+from ..io.volumes import write_atomically
 from ..volume import Volume
 
 REFERENCE_RGB = (0, 230, 0)
@@ -100,8 +102,8 @@ def overlay_slices(image: Volume, reference, prediction, margin_mm: float = 20.0
         rows = _resample_index(image.shape[v], spacing[v], pixel_mm)[::-1]  # higher index up
         cols = _resample_index(image.shape[u], spacing[u], pixel_mm)
 
-        def plane(volume):
-            return volume[tuple(take)].T[np.ix_(rows, cols)]  # (v, u) after the transpose
+        def plane(volume, take=tuple(take), rows=rows, cols=cols):
+            return volume[take].T[np.ix_(rows, cols)]  # (v, u) after the transpose
 
         rgb = np.repeat(plane(grey)[..., None], 3, axis=2)
         ref_edge, pred_edge = _contour(plane(reference)), _contour(plane(prediction))
@@ -125,6 +127,7 @@ def write_overlay_png(path, image: Volume, reference, prediction, **kwargs) -> P
     import imageio.v3 as iio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, overlay_slices(image, reference, prediction, **kwargs))
+    make_folder(path.parent)
+    picture = overlay_slices(image, reference, prediction, **kwargs)
+    write_atomically(path, True, lambda tmp: iio.imwrite(tmp, picture))
     return path

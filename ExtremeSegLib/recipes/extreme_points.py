@@ -19,9 +19,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import InputError
-from ..pseudolabel.extreme_points import extreme_points_pseudolabel, normalise_intensities
+from ..pseudolabel.extreme_points import PARAMETER_RANGES, extreme_points_pseudolabel, normalise_intensities
 from ..pseudolabel.label import PseudoLabel
 from ..pseudolabel.random_walker import random_walker
+from ..ranges import check_keywords
 from ..volume import Volume
 from .rounds import Recipe
 
@@ -86,13 +87,12 @@ class ExtremePointsRecipe(Recipe):
         if len(config.classes) != 1:
             raise InputError(f"the extreme_points recipe segments one object per case (6 clicks bound one object); "
                              f"the config lists {len(config.classes)} classes")
-        accepted = set(inspect.signature(extreme_points_pseudolabel).parameters) - {"image", "points", "device"}
-        unknown = sorted(set(config.pseudolabel) - accepted)
-        if unknown:
-            raise InputError(f"unknown pseudolabel parameter {unknown[0]!r}; known: {', '.join(sorted(accepted))}")
+        # before the run starts: names, types and ranges of the maker's keywords
+        check_keywords(config.pseudolabel, extreme_points_pseudolabel, PARAMETER_RANGES, "pseudolabel", ("device",))
 
     def initial_label(self, job, case) -> PseudoLabel:
-        return extreme_points_pseudolabel(case.frame.grid, case.points, device=job.device.type, **job.config.pseudolabel)
+        return extreme_points_pseudolabel(case.frame.grid, case.points, device=job.device.type,
+                                          **job.config.pseudolabel)
 
     def refine(self, job, case, probabilities, label) -> PseudoLabel:
         grid = case.frame.grid
