@@ -1,8 +1,9 @@
 """What the module installs on first use: the same packages and ranges as pyproject.toml, detected without import."""
 
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "ExtremeSeg"))
@@ -49,7 +50,8 @@ def test_the_module_loads_before_its_dependencies_are_installed():
 
 
 def test_the_background_word_matches_the_scribbles_recipe():
-    from ExtremeSegLib.pseudolabel.scribbles import BACKGROUND_WORD as CORE
     from ExtremeSegSlicerLib.logic import BACKGROUND_WORD
+
+    from ExtremeSegLib.pseudolabel.scribbles import BACKGROUND_WORD as CORE
 
     assert BACKGROUND_WORD == CORE

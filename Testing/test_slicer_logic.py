@@ -15,17 +15,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ExtremeSeg"))
 
-from slicer_scene import make_scene, mrml_scene, require_slicer, vtk_matrix  # noqa: E402,F401
+from slicer_scene import make_scene, require_slicer, vtk_matrix  # noqa: E402
 
 require_slicer()
+
+from ExtremeSegSlicerLib import scenarios  # noqa: E402
+from ExtremeSegSlicerLib.logic import ExtremeSegNodeLogic  # noqa: E402
 
 from ExtremeSegLib import mrml  # noqa: E402
 from ExtremeSegLib.errors import InputError  # noqa: E402
 from ExtremeSegLib.io.markups import read_points  # noqa: E402
 from ExtremeSegLib.io.volumes import read_image  # noqa: E402
 from ExtremeSegLib.simulate import simulate_extreme_points  # noqa: E402
-from ExtremeSegSlicerLib import scenarios  # noqa: E402
-from ExtremeSegSlicerLib.logic import ExtremeSegNodeLogic  # noqa: E402
 
 
 @pytest.fixture
@@ -219,9 +220,10 @@ def test_cancel_keeps_the_checkpoint_and_resume_finishes(logic, case, tmp_path):
 
 
 def test_recipes_are_listed_per_annotation_and_devices_match_the_engine():
+    from ExtremeSegSlicerLib.logic import ANNOTATIONS, DEVICES
+
     from ExtremeSegLib.recipes import RECIPES
     from ExtremeSegLib.training.engine import DEVICES as ENGINE_DEVICES
-    from ExtremeSegSlicerLib.logic import ANNOTATIONS, DEVICES
 
     assert DEVICES == ENGINE_DEVICES
     assert "extreme_points" in [r.name for r in ExtremeSegNodeLogic.recipes("extreme points")]

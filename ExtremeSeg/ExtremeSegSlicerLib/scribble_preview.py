@@ -106,7 +106,7 @@ def compute_scribble_preview(segmentation_node, volume_node, background_segment,
     ``prior``: optional (C, I, J, K) class probabilities on the volume's grid (a model's prediction,
     classes in the same order as the segments) pulling each voxel with ``prior_weight``.
     """
-    from ExtremeSegLib.pseudolabel.extreme_points import normalise_intensities
+    from ExtremeSegLib.masks import normalise_intensities
     from ExtremeSegLib.pseudolabel.random_walker import random_walker
 
     image = mrml.volume_from_node(volume_node)

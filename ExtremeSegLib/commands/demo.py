@@ -16,6 +16,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..errors import InputError  # noqa: E402
+from ..io.volumes import write_text_atomically  # noqa: E402
 from ..ranges import COUNT  # noqa: E402
 
 HELP = "run the whole job (points -> pseudo-labels -> training -> rounds -> segmentations + report) on sample data"
@@ -76,7 +77,7 @@ def _prepare_folder(out: Path, overwrite: bool) -> None:
             elif target.exists():
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by extremeseg demo\n")
+    write_text_atomically(out / MARKER, "made by extremeseg demo\n", True)
 
 
 def run(args) -> int:
@@ -104,7 +105,8 @@ def run_demo(out: Path, progress=None, sample: Path = SAMPLE, epochs: int = 12, 
     from ..recipes import JobConfig, predict, train
 
     config_path = out / "job.json"
-    config_path.write_text(json.dumps(demo_config(out, sample, epochs, rounds, steps), indent=1) + "\n")
+    write_text_atomically(config_path, json.dumps(demo_config(out, sample, epochs, rounds, steps), indent=1) + "\n",
+                          True)  # the demo's own folder (_prepare_folder): its files are replaced
     config = JobConfig.from_json(config_path)
     outputs = train(config, progress)
 
@@ -152,6 +154,4 @@ def _write_summary(out: Path, outputs: dict, results: dict) -> Path:
               "P.mrk.json --out OUT.seg.nrrd`)",
               "- `run/segmentations/`, `segmentations/`: training and held-out cases as Slicer `.seg.nrrd`",
               "- `run/rounds.json`, `run/rounds.md`: per-round figures"]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text_atomically(out / "report.md", "\n".join(lines) + "\n", True)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from ..io.outputs import make_folder
-from ..io.volumes import write_atomically
 from ..volume import Volume
 
 REFERENCE_RGB = (0, 230, 0)
@@ -102,7 +101,7 @@ def overlay_slices(image: Volume, reference, prediction, margin_mm: float = 20.0
         rows = _resample_index(image.shape[v], spacing[v], pixel_mm)[::-1]  # higher index up
         cols = _resample_index(image.shape[u], spacing[u], pixel_mm)
 
-        def plane(volume, take=tuple(take), rows=rows, cols=cols):
+        def plane(volume, take=tuple(take), rows=rows, cols=cols):  # bound now: B023
             return volume[take].T[np.ix_(rows, cols)]  # (v, u) after the transpose
 
         rgb = np.repeat(plane(grey)[..., None], 3, axis=2)
@@ -126,8 +125,9 @@ def write_overlay_png(path, image: Volume, reference, prediction, **kwargs) -> P
     """Write :func:`overlay_slices` as a PNG file; returns its path."""
     import imageio.v3 as iio
 
+    from ..io.volumes import write_atomically
+
     path = Path(path)
     make_folder(path.parent)
     picture = overlay_slices(image, reference, prediction, **kwargs)
-    write_atomically(path, True, lambda tmp: iio.imwrite(tmp, picture))
-    return path
+    return write_atomically(path, True, lambda tmp: iio.imwrite(tmp, picture))

@@ -129,6 +129,11 @@ def require_fits_in_memory(path, shape, dtype) -> None:
                          f"than the {gib(available)} of memory available here; crop or downsample it first")
 
 
+def write_text_atomically(path, text: str, overwrite: bool) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`write_atomically`; returns the path."""
+    return write_atomically(path, overwrite, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 # -- NRRD geometry (shared with segmentations.py) ----------------------------------------------
 def read_nrrd(path) -> tuple[np.ndarray, dict]:
     """``(data, header)`` of an NRRD file, data in file axis order (fastest axis first).
