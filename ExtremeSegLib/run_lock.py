@@ -18,14 +18,18 @@ LOCK_NAME = ".extremeseg-run.lock"
 
 
 class RunLock:
-    """``with RunLock(folder):`` holds the folder's lock (making the folder if needed); :class:`InputError`
-    if another process holds it."""
+    """The lock on a run folder: :meth:`acquire` takes it (making the folder if needed), leaving the ``with``
+    block releases it. ``with RunLock(folder) as lock: ... lock.acquire() ...`` lets a job check everything
+    first and touch the folder only when it starts. :class:`InputError` if another process holds it."""
 
     def __init__(self, folder):
         self.folder = Path(folder)
         self._file = None
 
     def __enter__(self) -> "RunLock":
+        return self
+
+    def acquire(self) -> None:
         path = make_folder(self.folder) / LOCK_NAME
         created = not path.exists()
         try:
@@ -42,7 +46,6 @@ class RunLock:
             raise InputError(f"a run is in progress in {self.folder} (another extremeseg train holds its lock); wait "
                              f"for it to finish, or cancel it (create {self.folder / 'CANCEL'}) and then resume it "
                              "with --resume") from None
-        return self
 
     def __exit__(self, *exc) -> None:
         if self._file is not None:
