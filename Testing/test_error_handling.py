@@ -241,3 +241,101 @@ def test_benchmark_refuses_absent_structures_and_bad_options_and_leaves_no_folde
     refused(cli(*args, *extra), phrase)
     assert not (tmp_path / "results").exists()  # the corrected rerun is not blocked by an empty predictions/
     assert cli(*args, "--structures", "h=1").returncode == 0
+
+
+# -- training ----------------------------------------------------------------------------------------------------
+
+def write_job(folder: Path, cases=2, **sections) -> Path:
+    """A small extreme-points job (real files); ``sections`` replace or add config sections."""
+    entries = []
+    for n in range(cases):
+        image, label = make_ellipsoid(shape=(24, 22, 12), radii_mm=(7.0, 6.0, 5.0), spacing=(1.0, 1.0, 2.0), seed=n)
+        write_volume(image, folder / f"c{n}_image.nii.gz", overwrite=True)
+        write_volume(label, folder / f"c{n}_label.nii.gz", overwrite=True)
+        write_points(folder / f"c{n}.mrk.json", simulate_extreme_points(label, seed=n), overwrite=True)
+        entries.append({"image": f"c{n}_image.nii.gz", "points": f"c{n}.mrk.json", "label": f"c{n}_label.nii.gz"})
+    data = {"recipe": "extreme_points", "output": "run", "cases": entries, "inputs": {"pad_mm": 2.0},
+            "network": {"filters": [4, 8, 16]}, "training": {"epochs": 1, "steps_per_epoch": 1},
+            "rounds": {"max_rounds": 1}, "device": "cpu", **sections}
+    path = folder / "job.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_train_output_that_is_a_file(tmp_path):
+    (tmp_path / "taken").write_text("a file of the user's")
+    refused(cli("train", "--config", write_job(tmp_path, output="taken")), "taken exists and is not a folder")
+    assert (tmp_path / "taken").read_text() == "a file of the user's"
+
+
+def test_train_on_a_full_disk_is_a_sentence(tmp_path):
+    disk = _mount(tmp_path / "disk", "size=64k")  # the state files fit, the first checkpoint does not
+    try:
+        result = cli("train", "--config", write_job(tmp_path, output=str(disk / "run")))
+        refused(result, "cannot write", "the disk is full")
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_resume_with_damaged_state_says_how_to_start_over(tmp_path):
+    job = write_job(tmp_path)
+    state = tmp_path / "run" / "state"
+    state.mkdir(parents=True)
+    (state / "state.json").write_text('{"round": 0, "pha')  # cut off mid-write by a crash outside ExtremeSeg
+    refused(cli("train", "--config", job, "--resume"), "cannot be resumed: state/job.json is missing",
+            "to start over, delete")
+    (state / "job.json").write_text(json.loads(json.dumps("{}")))
+    refused(cli("train", "--config", job, "--resume"), "state/state.json is damaged", "to start over, delete")
+
+
+def test_a_failed_start_leaves_nothing_and_the_corrected_job_runs(tmp_path):
+    refused(cli("train", "--config", write_job(tmp_path, classes=[{"name": "object", "label_values": [7]}])),
+            "class 'object': its label_values [7] occur in none of the 2 label files")
+    assert not (tmp_path / "run").exists()
+    done = cli("train", "--config", write_job(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_second_train_on_a_running_folder_is_refused(tmp_path):
+    from ExtremeSegLib.run_lock import RunLock
+
+    job = write_job(tmp_path)
+    with RunLock(tmp_path / "run") as lock:  # this test process is the run in progress
+        lock.acquire()
+        refused(cli("train", "--config", job, "--resume"), "a run is in progress in", "--resume")
+        refused(cli("train", "--config", job), "a run is in progress in")
+    assert cli("train", "--config", job).returncode == 0  # released: a lock file left behind blocks nothing
+
+
+def test_wrong_click_count_names_the_file(tmp_path):
+    job = write_job(tmp_path)
+    _, label = make_ellipsoid(shape=(24, 22, 12), radii_mm=(7.0, 6.0, 5.0), spacing=(1.0, 1.0, 2.0), seed=1)
+    write_points(tmp_path / "c1.mrk.json", simulate_extreme_points(label, seed=1)[:5], overwrite=True)
+    refused(cli("train", "--config", job), f"{tmp_path / 'c1.mrk.json'}: extreme points: expected exactly 6 clicks",
+            "got 5")
+
+
+def test_patch_that_cannot_fit_in_memory_is_refused_with_its_size(tmp_path):
+    job = write_job(tmp_path, training={"patch_size": [2048, 2048, 2048]})
+    refused(cli("train", "--config", job), "training patch [2048, 2048, 2048] (batch 2) needs at least",
+            "GiB of memory available here")
+    assert not (tmp_path / "run").exists()
+
+
+def test_scribbles_that_never_mark_a_class_are_refused_naming_it(tmp_path):
+    from test_scribbles import heart_phantom
+
+    cases = []
+    for n in range(2):
+        image, _, scribble = heart_phantom(shape=(32, 32, 3), seed=n)
+        array = scribble.array.copy()
+        array[array == 2] = 3  # the disk's strokes erased (3 = unannotated with 2 classes)
+        cases.append({"image": str(write_volume(image, tmp_path / f"c{n}_image.nii.gz")),
+                      "scribble": str(write_volume(scribble.with_array(array), tmp_path / f"c{n}_scribble.nii.gz"))})
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"recipe": "scribbles", "output": "run", "cases": cases, "device": "cpu",
+                               "classes": [{"name": "ring", "label_values": [1]},
+                                           {"name": "disk", "label_values": [2]}]}))
+    refused(cli("train", "--config", job), "class 'disk' is marked by no scribble in the 2 training cases")
+    assert not (tmp_path / "run").exists()
