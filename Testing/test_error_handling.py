@@ -109,15 +109,17 @@ def test_failed_command_removes_what_it_wrote_and_the_folders_it_made(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", ["pseudolabel", "predict-probability"])
-def test_read_only_output_folder(case, read_only_folder, command, trained_model):
+@pytest.mark.parametrize("command", ["pseudolabel", "predict", "train"])
+def test_read_only_output_folder(case, read_only_folder, command, trained_model, tmp_path):
     if command == "pseudolabel":
         result = cli("pseudolabel", "--image", case["image"], "--points", case["points"],
                      "--out", read_only_folder / "o.seg.nrrd")
-    else:
+    elif command == "predict":
         result = cli("predict", "--model", trained_model, "--image", case["image"], "--points", case["points"],
                      "--out", read_only_folder / "o.seg.nrrd", "--device", "cpu")
-    refused(result, "cannot write", "o.seg.nrrd", "read-only")
+    else:
+        result = cli("train", "--config", write_job(tmp_path, output=str(read_only_folder / "o.seg.nrrd")))
+    refused(result, "cannot ", "o.seg.nrrd", "read-only")
 
 
 def test_output_that_is_an_input_is_refused_whatever_the_flags(case):

@@ -3,9 +3,10 @@ before training starts, so that a ``training.patch_size`` of 1000^3 is refused w
 instead of dying in the allocator after the run folder was made.
 
 The bound counts the U-Net's feature maps: per level, filters x the patch's voxels at that level's stride, times
-the batch, times :data:`BYTES_PER_FEATURE_VOXEL`. One float32 forward and backward step of the planned DynUNet keeps
-40-57 bytes per such feature voxel on the CPU (``benchmarks/training_memory.py``); the bound takes 32, so it never
-refuses a patch that fits, only ones that surely do not.
+the batch, times :data:`BYTES_PER_FEATURE_VOXEL`. One float32 forward and backward step of the planned DynUNet grew
+the process by 56-116 bytes per such feature voxel on the CPU (patches 48^3-96^3, the small ones with more fixed
+overhead: ``benchmarks/results/training_memory.md``); the bound takes 32, so it never refuses a patch that fits,
+only ones that surely do not.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..machine import available_memory_bytes, gib, gpu_memory_bytes
 
-#: bytes one training step needs per feature-map voxel, at least (measured 40-57 on the CPU, float32)
+#: bytes one training step needs per feature-map voxel, at least (measured 56-116 on the CPU, float32)
 BYTES_PER_FEATURE_VOXEL = 32
 
 
