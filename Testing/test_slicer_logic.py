@@ -71,7 +71,8 @@ def test_extreme_points_to_a_new_segmentation(trained):
 def test_the_model_file_is_described_and_click_models_need_clicks(trained, logic, case):
     report, work = trained
     assert logic.model_summary(report.model_path) == (
-        "extreme_points model; classes: Structure; needs the object's 6 extreme points.")
+        "Extreme points (random walker, refinement rounds) model; classes: Structure; "
+        "needs the object's 6 extreme points.")
     volume, points, _, _ = case
     with pytest.raises(InputError, match="needs the object's 6 extreme points on 'Case 1'"):
         logic.prepare_prediction(report.model_path, volume, None, work)
@@ -79,9 +80,9 @@ def test_the_model_file_is_described_and_click_models_need_clicks(trained, logic
     raw = logic.prepare_prediction(report.model_path, volume, points, work, postprocess=False)
     assert "--no-postprocess" not in cleaned.command and raw.command[-3:] == ["--no-postprocess", "--points",
                                                                                 str(raw.run_dir / "points.mrk.json")]
-    from ExtremeSegSlicerLib.scribble_preview import model_prior
-    with pytest.raises(InputError, match="needs extreme points as input; the scribble effect uses fully automatic"):
-        model_prior(report.model_path, volume, device="cpu")
+    # the scribble effect's model step (probabilities as its prior) refuses a click model the same way
+    with pytest.raises(InputError, match="needs the object's 6 extreme points on 'Case 1'"):
+        logic.prepare_prediction(report.model_path, volume, None, work, probabilities=True)
     garbage = work / "garbage.pt"
     garbage.write_bytes(b"not a model")
     assert logic.model_summary(garbage).startswith("Not a usable ExtremeSeg model")
