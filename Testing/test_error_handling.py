@@ -242,7 +242,8 @@ def test_benchmark_refuses_absent_structures_and_bad_options_and_leaves_no_folde
     args = ["benchmark", "--data", data_folder, "--method", "extreme-box", "--out", tmp_path / "results"]
     refused(cli(*args, *extra), phrase)
     assert not (tmp_path / "results").exists()  # the corrected rerun is not blocked by an empty predictions/
-    assert cli(*args, "--structures", "h=1").returncode == 0
+    if extra == ["--structures", "h=9"]:  # one corrected rerun shows it (each costs a few seconds)
+        assert cli(*args, "--structures", "h=1").returncode == 0
 
 
 # -- training ----------------------------------------------------------------------------------------------------
