@@ -65,6 +65,7 @@ AT_LEAST_0 = Range(0.0)
 POSITIVE = Range(0.0, open_low=True)
 FRACTION = Range(0.0, 1.0)
 COUNT = Range(1, integer=True)
+SEED = Range(0, integer=True)
 
 
 def check_keywords(settings: dict, function, ranges: dict, where: str, exclude=(), name="{where}.{key}") -> dict:

@@ -138,6 +138,7 @@ def test_output_that_is_an_input_is_refused_whatever_the_flags(case):
     (["pseudolabel", "--beta", "-5"], "argument --beta: must be a finite number > 0, got -5"),
     (["pseudolabel", "--box-margin-mm", "-1"], "argument --box-margin-mm: must be a finite number >= 0"),
     (["simulate", "label.nii.gz", "--kind", "extreme", "--noise-mm", "-1"], "argument --noise-mm: must be"),
+    (["simulate", "label.nii.gz", "--kind", "extreme", "--seed", "-1"], "argument --seed: must be a whole number >= 0"),
     (["benchmark", "--noise-mm", "inf"], "argument --noise-mm: must be a finite number >= 0"),
     (["benchmark", "--limit", "0"], "argument --limit: must be a whole number >= 1"),
 ])

@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from ..errors import InputError
-from ..ranges import AT_LEAST_0, COUNT, Range
+from ..ranges import AT_LEAST_0, COUNT, SEED, Range
 
 HELP = "run a segmentation method on evaluation cases and report Dice/HD95/precision/recall (JSON, Markdown, PNG)"
 
@@ -65,7 +65,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--structures", help='structures to score: "NAME=V[,V...] ...", e.g. "RV=1 Myo=2 LV=3"')
     parser.add_argument("--out", type=Path, help="output folder for results.json, results.md, overlays/, predictions/")
     parser.add_argument("--limit", type=COUNT.parse, help="only the first N cases (of the subset)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for simulated annotations (default 0)")
+    parser.add_argument("--seed", type=SEED.parse, default=0, help="seed for simulated annotations (default 0)")
     parser.add_argument("--noise-mm", type=AT_LEAST_0.parse, default=0.0,
                         help="click noise of simulated points, sd in mm")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="method-specific setting (repeatable)")
