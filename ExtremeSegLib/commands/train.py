@@ -32,7 +32,14 @@ def add_arguments(parser) -> None:
     group.add_argument("--rdzv-id", help="a job id, the same on every machine (default: extremeseg)")
 
 
+def resumable(folder: Path) -> bool:
+    """Whether a run folder holds work worth resuming (pseudo-labels or a checkpoint), not just a failed start."""
+    state = Path(folder) / "state"
+    return (state / "checkpoint.pt").exists() or any(state.glob("labels_round*.npz"))
+
+
 def run(args) -> int:
+    from ..io.outputs import current_files
     from ..progress import Progress
     from ..recipes import JobConfig, train
     from ..training import distributed
@@ -46,6 +53,8 @@ def run(args) -> int:
                 ["--progress-jsonl"] * args.progress_jsonl
             return distributed.launch(command, distributed.torchrun_arguments(
                 processes, args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id))
+        if current_files() is not None:  # a failed start is cleaned up; a run with work done is kept for --resume
+            current_files().keep(config.output, when=lambda: resumable(config.output))
         if distributed.join_group(config.device) and not distributed.is_main():
             progress = Progress(jsonl=True, stream=open(os.devnull, "w"))  # rank 0 alone reports
         progress.cancel_file = Path(config.output) / "CANCEL"

@@ -27,6 +27,7 @@ from scipy import ndimage as ndi
 from ..annotations import ExtremePoints
 from ..errors import InputError
 from ..masks import close_mm, convex_slices, dilate_mm, fill_enclosed_holes, keep_connected_to, normalise_intensities
+from ..ranges import AT_LEAST_0, COUNT, POSITIVE
 from ..volume import Volume
 from .cues import confidence_map
 from .geodesic import extreme_point_paths, gradient_magnitude
@@ -35,6 +36,16 @@ from .random_walker import memory_estimate, random_walker
 
 #: refuse regions whose random walker would need more memory than this (bytes); see ``memory_limit_bytes``
 DEFAULT_MEMORY_LIMIT = 4 * 1024 ** 3
+
+#: numeric parameters of :func:`extreme_points_pseudolabel` -> the values they accept (the command line, the
+#: job config's ``pseudolabel`` section and ``benchmark --option`` check against the same table)
+PARAMETER_RANGES = {
+    "box_margin_mm": AT_LEAST_0, "path_radius_mm": AT_LEAST_0, "path_radius_fraction": POSITIVE,
+    "background_distance_mm": POSITIVE, "euclidean_weight": AT_LEAST_0, "gradient_weight": AT_LEAST_0,
+    "gradient_sigma_mm": AT_LEAST_0, "path_intensity_weight": AT_LEAST_0, "path_intensity_rounds": COUNT,
+    "beta": POSITIVE, "conductance_power": AT_LEAST_0, "intensity_prior_weight": AT_LEAST_0,
+    "shape_prior_weight": AT_LEAST_0, "closing_fraction": AT_LEAST_0, "tol": POSITIVE, "memory_limit_bytes": POSITIVE,
+}
 
 
 def seeds_from_paths(shape, paths, spacing, relaxed_lo, relaxed_hi, path_radius_mm: float,
@@ -208,12 +219,17 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     """
     if trust not in ("all", "seeds"):
         raise InputError(f"trust must be 'all' or 'seeds', got {trust!r}")
-    for name, value in (("box_margin_mm", box_margin_mm), ("path_radius_mm", path_radius_mm),
-                        ("closing_fraction", closing_fraction), ("path_intensity_weight", path_intensity_weight)):
-        if value is not None and not value >= 0:
-            raise InputError(f"{name} must be >= 0, got {value}")
-    if int(path_intensity_rounds) != path_intensity_rounds or path_intensity_rounds < 1:
-        raise InputError(f"path_intensity_rounds must be a whole number >= 1, got {path_intensity_rounds}")
+    numbers = dict(box_margin_mm=box_margin_mm, path_radius_mm=path_radius_mm,
+                   path_radius_fraction=path_radius_fraction, background_distance_mm=background_distance_mm,
+                   euclidean_weight=euclidean_weight, gradient_weight=gradient_weight,
+                   gradient_sigma_mm=gradient_sigma_mm, path_intensity_weight=path_intensity_weight,
+                   path_intensity_rounds=path_intensity_rounds, beta=beta,
+                   conductance_power=conductance_power, intensity_prior_weight=intensity_prior_weight,
+                   shape_prior_weight=shape_prior_weight, closing_fraction=closing_fraction, tol=tol,
+                   memory_limit_bytes=memory_limit_bytes)
+    for name, value in numbers.items():
+        if value is not None:
+            PARAMETER_RANGES[name].check(value, name)
     image.require_finite()
     spacing = image.spacing
     size_mm = smallest_extent_mm(points)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,7 +214,7 @@ class JobConfig:
 
 # -- typed plain data <-> dataclasses --------------------------------------------------------------------
 
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
 
 
 def _parse(tp, value, where: str):
@@ -247,8 +248,8 @@ def _parse(tp, value, where: str):
         ok = isinstance(value, bool)
     elif tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif tp is float:  # Python's JSON reader takes NaN and Infinity: no setting has them as a value
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     elif tp is str:
         ok = isinstance(value, str)

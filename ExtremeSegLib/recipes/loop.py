@@ -28,21 +28,24 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io.outputs import make_folder
 from ..io.segmentations import Segment, write_segmentation
 from ..io.volumes import write_atomically
 from ..metrics import dice
 from ..progress import Progress
 from ..pseudolabel.label import PseudoLabel
+from ..run_lock import LOCK_NAME
 from ..training import distributed
 from ..training.data import TrainingVolume, median_spacing
 from ..training.engine import fit, load_checkpoint, select_device
 from ..training.inference import background_fill
+from ..training.memory import require_patch_fits
 from ..training.model_file import save_model
 from ..training.networks import build_network, plan_network, total_stride
 from ..training.postprocess import clean_label_map
 from .config import JobConfig, to_plain
 from .history import write_history, write_json
-from .recipe import PreparedCase, Recipe, RunningJob, case_name, prepare_case, read_case
+from .recipe import PreparedCase, Recipe, RunningJob, case_name, prepare_case, read_case, require_classes_in_labels
 
 # -- planning -----------------------------------------------------------------------------------------------
 
@@ -88,14 +91,32 @@ def load_labels(path: Path, cases) -> list:
                 for n, case in enumerate(cases)]
 
 
+def _read_state_file(path: Path, start_over: str, required=()) -> dict:
+    """A JSON object of a run's ``state/`` (with the ``required`` keys); :class:`InputError` if missing or damaged."""
+    run = path.parent.parent
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"the run in {run} cannot be resumed: state/{path.name} is missing; {start_over}") from None
+    except (OSError, ValueError) as err:  # json's JSONDecodeError is a ValueError
+        raise InputError(f"the run in {run} cannot be resumed: state/{path.name} is damaged ({err}); "
+                         f"{start_over}") from None
+    if not isinstance(data, dict) or not set(required) <= set(data):
+        raise InputError(f"the run in {run} cannot be resumed: state/{path.name} is damaged (not the object it "
+                         f"writes); {start_over}")
+    return data
+
+
 def _open_run_folder(config: JobConfig, resume: bool, config_path) -> tuple:
     """The run folder and its state (a new one for a new run); refuses folders it must not write into."""
     folder = Path(config.output)
     state_file = folder / "state" / "state.json"
+    start_over = f"to start over, delete {folder} (or choose a new output folder) and run without --resume"
     if resume:
         if not state_file.is_file():
             raise InputError(f"there is no run to resume in {folder} (no state/state.json); start it without --resume")
-        saved = json.loads((folder / "state" / "job.json").read_text())
+        saved = _read_state_file(folder / "state" / "job.json", start_over)
+        state = _read_state_file(state_file, start_over, ("round", "phase"))
         try:  # sections added since the run started take their defaults, as the running code did
             saved = JobConfig.from_dict(saved).to_dict()
         except InputError:
@@ -103,16 +124,16 @@ def _open_run_folder(config: JobConfig, resume: bool, config_path) -> tuple:
         if saved != config.to_dict():
             changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
             raise InputError(f"the run in {folder} was started with a different configuration (differs in: "
-                             f"{', '.join(changed)}); resume with the same config, or choose a new output folder")
-        return folder, json.loads(state_file.read_text())
+                             f"{', '.join(changed)}); resume with the same config, or {start_over}")
+        return folder, state
     if state_file.is_file():
-        raise InputError(f"{folder} already holds a training run; resume it (--resume) or choose another output folder")
-    ignored = {"CANCEL"} | ({Path(config_path).resolve().name} if config_path and
-                            Path(config_path).resolve().parent == folder.resolve() else set())
+        raise InputError(f"{folder} already holds a training run; resume it (--resume), or {start_over}")
+    ignored = {"CANCEL", LOCK_NAME} | ({Path(config_path).resolve().name} if config_path and
+                                      Path(config_path).resolve().parent == folder.resolve() else set())
     if folder.is_dir() and any(p.name not in ignored for p in folder.iterdir()):
         raise InputError(f"output folder {folder} is not empty; choose a new or empty folder so that nothing in it "
                          "is overwritten")
-    (folder / "state").mkdir(parents=True, exist_ok=True)
+    make_folder(folder / "state")
     write_json(folder / "state" / "job.json", config.to_dict())
     state = {"round": 0, "phase": "train", "history": []}
     write_json(state_file, state)  # from here on the run can be resumed, whatever happens
@@ -139,8 +160,11 @@ def _hard_on_image(case: PreparedCase, probabilities: np.ndarray) -> np.ndarray:
 # -- the loop -----------------------------------------------------------------------------------------------
 
 def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume: bool = False,
-            config_path=None) -> dict:
+            config_path=None, lock=None) -> dict:
     """Run a training job to the end (or continue one with ``resume``); returns the outputs written.
+
+    Everything is read and checked before the run folder is made; ``lock`` (a :class:`~ExtremeSegLib.run_lock.
+    RunLock`, optional) is then acquired, so that a second job on the same folder is refused while this one runs.
 
     Raises :class:`InputError` for bad input and :class:`~ExtremeSegLib.errors.CancelledError` when
     cancelled (everything needed to resume is kept in ``<output>/state``).
@@ -148,17 +172,11 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     progress = progress or Progress(bar=False)
     recipe.check(config)
     config.require_files(recipe.needs(config))
-    folder, state = distributed.on_main(lambda: _open_run_folder(config, resume, config_path))
-    cancel = folder / "CANCEL"
-    if cancel.exists() and distributed.is_main():
-        cancel.unlink()  # a request aimed at an earlier run; this run starts now
-    distributed.barrier()  # (under torchrun) no rank checks for a cancel before rank 0 has removed an old one
-    job = RunningJob(config, recipe, progress, select_device(config.device), folder)
+    job = RunningJob(config, recipe, progress, select_device(config.device), Path(config.output))
     settings = config.training
     max_rounds = config.rounds.max_rounds if recipe.refines else 1
-    progress.emit("start", total_epochs=settings.epochs * max_rounds, rounds=max_rounds, device=str(job.device))
 
-    # cases -> model grids
+    # cases -> model grids: everything is read and checked before the run folder is touched
     names = [case_name(c) for c in config.cases + config.validation]
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
@@ -168,8 +186,14 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     cases = [prepare_case(c, n, r, job.inputs) for c, n, r in zip(config.cases, names, read)]
     validation = [prepare_case(c, n, read_case(c, config.classes), job.inputs)
                   for c, n in zip(config.validation, names[len(cases):])]
+    require_classes_in_labels(config, [c.reference for c in cases + validation])
     job.network_params, job.patch_size, job.multiple = plan(
         config, job.inputs.spacing_mm, [c.frame.grid.shape for c in cases], len(job.inputs.channels), job.num_classes)
+    require_patch_fits(job.patch_size, settings.batch_size, job.network_params["filters"],
+                       job.network_params["strides"], job.device)
+    folder, state = distributed.on_main(partial(_start_run, config, resume, config_path, lock))
+    distributed.barrier()  # (under torchrun) no rank checks for a cancel before rank 0 has removed an old one
+    progress.emit("start", total_epochs=settings.epochs * max_rounds, rounds=max_rounds, device=str(job.device))
     torch.manual_seed(settings.seed)
     job.network = build_network(**job.network_params).to(job.device)
     checkpoint = job.state_dir / "checkpoint.pt"
@@ -188,7 +212,7 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     if not labels_path.exists():
         # under torchrun each rank makes the pseudo-labels of its share of the cases; rank 0 writes them all
         first = distributed.map_cases(lambda case: recipe.initial_label(job, case), cases, progress, "pseudo-labels")
-        distributed.on_main(lambda: save_labels(labels_path, first))
+        distributed.on_main(partial(save_labels, labels_path, first))
     labels = load_labels(labels_path, cases)  # train on exactly what a resumed run would read back
 
     loss_fn = recipe.loss(job)
@@ -294,6 +318,18 @@ def _write_outputs(job: RunningJob, cases, validation, done: list, checked: list
     for old in job.state_dir.glob("labels_round*.npz"):
         old.unlink()
     return outputs
+
+
+def _start_run(config: JobConfig, resume: bool, config_path, lock) -> tuple:
+    """Take the run folder's lock (under torchrun rank 0 alone holds it), open the folder and drop a cancel
+    request aimed at an earlier run; returns ``(folder, state)``."""
+    if lock is not None:
+        lock.acquire()
+    folder, state = _open_run_folder(config, resume, config_path)
+    cancel = folder / "CANCEL"
+    if cancel.exists():
+        cancel.unlink()  # this run starts now
+    return folder, state
 
 
 def _finish(job: RunningJob, cases, validation, final_labels: dict, validation_labels: dict, history: list) -> dict:
