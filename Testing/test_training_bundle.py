@@ -4,6 +4,7 @@ ExtremeSeg cannot be imported, gives the labels `extremeseg predict` gives; clic
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,29 @@ def test_export_summary_and_no_overwrite(tmp_path, capsys):
     assert main(["export", "--model", str(model), "--out", str(tmp_path / "taken")]) == 2
     assert (tmp_path / "taken" / "mine.txt").read_text() == "keep"
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_the_slicer_logic_says_what_a_bundle_holds_and_exports_it(tmp_path):
+    """The panel's model information says what a bundle would hold (the export button's tooltip); the button's
+    logic writes the bundle, and a click-based model gets the refusal that disables the button."""
+    pytest.importorskip("slicer", reason="the Slicer node logic needs slicer-core")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ExtremeSeg"))
+    from ExtremeSegSlicerLib.logic import ExtremeSegNodeLogic
+
+    from ExtremeSegLib.errors import InputError
+
+    logic = ExtremeSegNodeLogic()
+    for name in ("auto", "clicks"):
+        (tmp_path / name).mkdir()
+    automatic = train_tiny(tmp_path / "auto")
+    info = logic.model_info(automatic)
+    assert info.usable and not info.bundle_refusal and "MONAI Bundle" in info.bundle
+    out = logic.export_bundle(automatic, tmp_path / "bundle")
+    assert (out / "configs" / "inference.json").is_file() and (out / "models" / "model.pt").is_file()
+    assert "not stated" in json.loads((out / "configs" / "metadata.json").read_text())["license"]
+
+    clicks = train_tiny(tmp_path / "clicks", inputs={"cues": ["heatmap"], "crop_to_points": True})
+    refused = logic.model_info(clicks)
+    assert refused.usable and refused.needs_clicks and refused.bundle_refusal
+    with pytest.raises(InputError, match="click"):
+        logic.export_bundle(clicks, tmp_path / "bundle2")
