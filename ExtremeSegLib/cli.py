@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": "demo",
     "simulate": "simulate",
     "pseudolabel": "pseudolabel",
+    "template": "template",
     "train": "train",
     "predict": "predict",
     "benchmark": "benchmark",
