@@ -1,0 +1,230 @@
+"""Surface points (paper 003): the deformed template, Weak-Net and full supervision on the hippocampus.
+
+On the fixed split (``benchmarks/splits/hippocampus.json``), N surface points per case are simulated from the
+ground truth (``ExtremeSegLib.simulate.simulate_surface_points``, farthest-point sampling seeded by the case
+name, so the first 25 points of a case are the same for every N). Stages:
+
+- ``templates``: IoU and Dice on the test cases of the template alone and of the convex hull of the same points
+  (the naive reference), for every N (a few minutes of CPU: it may run outside the lock).
+- ``timing``: the template's update time for 25..250 points (cold fit, a point added, a point moved;
+  rasterisation apart) on the first test cases, under the lock.
+- ``train``: per N, the Weak-Net recipe with lambda = 0 (the template-supervised U-Net) and with its default
+  lambda, trained on the training cases' points and scored on the test cases (no points at inference); and
+  once, full supervision with the same network and budget.
+
+Run it under the shared CPU lock; each stage adds its part to the results file as it finishes::
+
+    .venv/bin/python benchmarks/surface_points.py --stage templates
+    flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/surface_points.py --stage timing
+    flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/surface_points.py --stage train --points 125
+
+Writes ``benchmarks/results/surface_points.md``, ``.json`` and ``.png``; runs go to ``benchmarks/runs/surface_points/``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads must not spin
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
+from ExtremeSegLib.evaluation.report import benchmark_command, versions  # noqa: E402
+from ExtremeSegLib.io import read_image, read_labelmap  # noqa: E402
+from ExtremeSegLib.metrics import dice, iou  # noqa: E402
+from ExtremeSegLib.pseudolabel.surface_template import SurfaceTemplate, rasterize_mesh  # noqa: E402
+from ExtremeSegLib.simulate import simulate_surface_points  # noqa: E402
+
+DATASET = "hippocampus"
+LABEL_VALUES = [1, 2]  # anterior + posterior: one object
+TIMING_POINTS = (25, 50, 100, 150, 200, 250)
+TIMING_CASES = 10
+
+
+def case_seed(case) -> int:
+    return zlib.crc32(case.name.encode())
+
+
+def load_case(case):
+    image = read_image(case.image)
+    label = read_labelmap(case.label)
+    return image, label.with_array(np.isin(label.array, LABEL_VALUES).astype(np.uint8))
+
+
+def hull_mask(points: np.ndarray, image) -> np.ndarray:
+    """Voxel centres inside the convex hull of the points (the same rasteriser as the template's)."""
+    from scipy.spatial import ConvexHull
+
+    return rasterize_mesh(points, ConvexHull(points).simplices, image)
+
+
+def stage_templates(test_cases, counts) -> dict:
+    rows = []
+    for case in test_cases:
+        image, mask = load_case(case)
+        points = simulate_surface_points(mask, max(counts), seed=case_seed(case))
+        row = {"case": case.name}
+        for n in counts:
+            template = SurfaceTemplate(image).update(points[:n]).mask(image)
+            hull = hull_mask(points[:n], image)
+            row[str(n)] = {"template_iou": iou(template, mask.array), "template_dice": dice(template, mask.array),
+                           "hull_iou": iou(hull, mask.array), "hull_dice": dice(hull, mask.array)}
+        rows.append(row)
+        print(case.name, {n: round(row[str(n)]["template_iou"], 3) for n in counts}, flush=True)
+    summary = {}
+    for n in counts:
+        summary[str(n)] = {key: {"mean": float(np.mean([r[str(n)][key] for r in rows])),
+                                 "std": float(np.std([r[str(n)][key] for r in rows]))}
+                           for key in rows[0][str(n)]}
+    return {"cases": rows, "summary": summary}
+
+
+def stage_timing(test_cases) -> dict:
+    """Milliseconds per cold fit, per update after a point is added / moved, and per rasterisation."""
+    times = {str(n): {"cold_ms": [], "added_ms": [], "moved_ms": [], "rasterise_ms": [], "iterations_added": []}
+             for n in TIMING_POINTS}
+    for case in test_cases[:TIMING_CASES]:
+        image, mask = load_case(case)
+        points = simulate_surface_points(mask, max(TIMING_POINTS) + 1, seed=case_seed(case))
+        SurfaceTemplate(image).update(points[:30])  # builds the cached regulariser inverse once
+        for n in TIMING_POINTS:
+            entry = times[str(n)]
+            live = SurfaceTemplate(image)
+            started = time.perf_counter()
+            live.update(points[:n - 1])
+            entry["cold_ms"].append(1e3 * (time.perf_counter() - started))
+            started = time.perf_counter()
+            mesh = live.update(points[:n])
+            entry["added_ms"].append(1e3 * (time.perf_counter() - started))
+            entry["iterations_added"].append(mesh.iterations)
+            moved = points[:n].copy()
+            moved[n // 2] += 1.0  # a point dragged by 1 mm along each axis
+            started = time.perf_counter()
+            live.update(moved)
+            entry["moved_ms"].append(1e3 * (time.perf_counter() - started))
+            started = time.perf_counter()
+            live.mask()
+            entry["rasterise_ms"].append(1e3 * (time.perf_counter() - started))
+        print(case.name, {n: round(times[str(n)]["added_ms"][-1], 1) for n in TIMING_POINTS}, flush=True)
+    return {n: {key: {"median": float(np.median(v)), "max": float(np.max(v))} for key, v in entry.items()}
+            for n, entry in times.items()}
+
+
+def write_results(results: dict, results_dir: Path, name: str) -> None:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (results_dir / f"{name}.md").write_text(markdown(results, name))
+    plot(results, results_dir / f"{name}.png")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", choices=("templates", "timing", "train"), required=True)
+    parser.add_argument("--points", type=int, nargs="+", default=[25, 50, 125], help="points per case (N)")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "runs")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--name", default="surface_points", help="results name (default surface_points)")
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md and .png from the saved .json")
+    args = parser.parse_args(argv)
+    path = args.results / f"{args.name}.json"
+    results = json.loads(path.read_text()) if path.exists() else {"dataset": DATASET, "commands": {}}
+    if args.render:
+        write_results(results, args.results, args.name)
+        return 0
+
+    cases = discover_cases(args.data / DATASET)
+    split = load_split(DATASET)
+    train_cases, test_cases = select_cases(cases, split["train"]), select_cases(cases, split["test"])
+    results.update({"n_train": len(train_cases), "n_test": len(test_cases), "versions": versions(),
+                    "cpu_threads": os.cpu_count()})
+    command = benchmark_command("benchmarks/surface_points.py", argv)
+    if args.stage == "templates":  # light enough to run beside other jobs
+        command = command.replace("flock /tmp/extremeseg-cpu.lock ", "OPENBLAS_NUM_THREADS=1 ")
+    if args.stage == "templates":
+        started = time.perf_counter()
+        results["templates"] = stage_templates(test_cases, sorted(args.points))
+        results["templates"]["seconds"] = time.perf_counter() - started
+    elif args.stage == "timing":
+        results["timing"] = stage_timing(test_cases)
+    results["commands"][args.stage] = command
+    write_results(results, args.results, args.name)
+    print((args.results / f"{args.name}.md").read_text())
+    return 0
+
+
+def _mean_std(stats: dict) -> str:
+    return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
+def markdown(results: dict, name: str) -> str:
+    lines = [f"# Surface points on the {results['dataset']}: template, Weak-Net, full supervision", ""]
+    for stage, command in results.get("commands", {}).items():
+        lines += [f"Stage `{stage}`:", "", "```", command, "```", ""]
+    lines += [f"Fixed split: {results.get('n_train')} training / {results.get('n_test')} test volumes; surface points "
+              "simulated from the ground truth (boundary voxel centres, farthest-point sampling seeded by the case "
+              f"name). CPU: {results.get('versions', {}).get('cpu', '?')}, no GPU.", ""]
+    templates = results.get("templates")
+    if templates:
+        lines += ["## The template alone vs the convex hull of the same points (test cases, no learning)", "",
+                  "| Points per case | Template IoU | Template Dice | Convex hull IoU | Convex hull Dice |",
+                  "|---|---|---|---|---|"]
+        for n, s in templates["summary"].items():
+            lines.append(f"| {n} | {_mean_std(s['template_iou'])} | {_mean_std(s['template_dice'])} | "
+                         f"{_mean_std(s['hull_iou'])} | {_mean_std(s['hull_dice'])} |")
+        lines += ["", f"({len(templates['cases'])} cases, {templates['seconds']:.0f} s for all fits and hulls.)", ""]
+    timing = results.get("timing")
+    if timing:
+        lines += ["## Template update time (ms; median / max over the first test cases, one thread of this CPU)", "",
+                  "| Points | Cold fit | A point added (warm) | Rounds when added | A point moved (warm) | "
+                  "Rasterisation |", "|---|---|---|---|---|---|"]
+        for n, t in timing.items():
+            lines.append(f"| {n} | {t['cold_ms']['median']:.1f} / {t['cold_ms']['max']:.1f} | "
+                         f"{t['added_ms']['median']:.1f} / {t['added_ms']['max']:.1f} | "
+                         f"{t['iterations_added']['median']:.0f} | "
+                         f"{t['moved_ms']['median']:.1f} / {t['moved_ms']['max']:.1f} | "
+                         f"{t['rasterise_ms']['median']:.1f} / {t['rasterise_ms']['max']:.1f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return
+    templates = results.get("templates")
+    if not templates:
+        return
+    figure = Figure(figsize=(6.5, 4.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    counts = [int(n) for n in templates["summary"]]
+    axes.plot(counts, [templates["summary"][str(n)]["template_iou"]["mean"] for n in counts], marker="o",
+              label="template alone")
+    axes.plot(counts, [templates["summary"][str(n)]["hull_iou"]["mean"] for n in counts], marker="s", ls=":",
+              color="grey", label="convex hull of the points")
+    axes.set_xticks(counts)
+    axes.set_xlabel("surface points per case (N)")
+    axes.set_ylabel("test IoU")
+    axes.set_title("hippocampus: IoU against points per case", fontsize=11)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
