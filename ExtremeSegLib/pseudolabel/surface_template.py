@@ -284,12 +284,7 @@ class SurfaceTemplate:
 
     def __init__(self, image: Volume, subdivisions: int = 3, smoothness: float = 0.25, max_iterations: int = 30,
                  tolerance_mm: float = 0.05, merge_distance_mm: float | None = None):
-        if not (np.isfinite(smoothness) and smoothness > 0):
-            raise InputError(f"template smoothness must be a positive number, got {smoothness}")
-        if int(max_iterations) < 1:
-            raise InputError(f"template max_iterations must be at least 1, got {max_iterations}")
-        if not tolerance_mm > 0:
-            raise InputError(f"template tolerance_mm must be positive, got {tolerance_mm}")
+        self.check_settings(smoothness, subdivisions, max_iterations, tolerance_mm)
         self.image = image
         self.smoothness = float(smoothness)
         self.max_iterations = int(max_iterations)
@@ -303,6 +298,19 @@ class SurfaceTemplate:
         self._basis = np.hstack([self._unit, np.ones((n, 1))])  # the affine part's columns per vertex
         self.mesh: TemplateMesh | None = None
         self.points: np.ndarray | None = None
+
+    @staticmethod
+    def check_settings(smoothness: float = 0.25, subdivisions: int = 3, max_iterations: int = 30,
+                       tolerance_mm: float = 0.05) -> None:
+        """:class:`InputError` for settings no template can be fitted with."""
+        if not (np.isfinite(smoothness) and smoothness > 0):
+            raise InputError(f"template smoothness must be a positive number, got {smoothness}")
+        if not 1 <= int(subdivisions) <= 4:
+            raise InputError(f"template subdivisions must be 1..4, got {subdivisions}")
+        if int(max_iterations) < 1:
+            raise InputError(f"template max_iterations must be at least 1, got {max_iterations}")
+        if not tolerance_mm > 0:
+            raise InputError(f"template tolerance_mm must be positive, got {tolerance_mm}")
 
     def reset(self) -> None:
         """Forget the last fit: the next :meth:`update` starts from the points' ellipsoid."""

@@ -18,10 +18,11 @@ from .extreme_points import ExtremePointsRecipe
 from .fully_supervised import FullySupervisedRecipe
 from .rounds import Job, PreparedCase, Recipe, run_job
 from .scribbles import ScribblesRecipe
+from .weak_net import WeakNetRecipe
 
 #: recipe name (``"recipe"`` in a job config) -> Recipe class
 RECIPES = {ExtremePointsRecipe.name: ExtremePointsRecipe, FullySupervisedRecipe.name: FullySupervisedRecipe,
-           ScribblesRecipe.name: ScribblesRecipe}
+           ScribblesRecipe.name: ScribblesRecipe, WeakNetRecipe.name: WeakNetRecipe}
 
 
 def register_recipe(recipe_class) -> None:

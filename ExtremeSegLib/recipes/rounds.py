@@ -45,7 +45,7 @@ from ..training.inference import background_fill, predict_probabilities
 from ..training.losses import build_loss
 from ..training.model_file import save_model
 from ..training.networks import build_network, plan_network, total_stride
-from ..training.postprocess import clean_label_map
+from ..training.postprocess import PostprocessConfig, clean_label_map, hard_labels
 from .config import CaseConfig, JobConfig, to_plain
 
 
@@ -84,10 +84,11 @@ def case_name(case: CaseConfig) -> str:
     return case.name or volume_stem(Path(case.image)) or Path(case.image).name
 
 
-def read_case(case: CaseConfig, classes) -> tuple:
-    """``(image, points or None, reference or None)`` from the case's files."""
+def read_case(case: CaseConfig, classes, extreme_points: bool = True) -> tuple:
+    """``(image, points or None, reference or None)`` from the case's files; the points file is read as the
+    object's 6 extreme points unless ``extreme_points`` is false (a recipe that reads its own points)."""
     image = read_image(case.image)
-    points = ExtremePoints.from_points(read_points(case.points)[0], image) if case.points else None
+    points = ExtremePoints.from_points(read_points(case.points)[0], image) if case.points and extreme_points else None
     reference = None
     if case.label:
         label = read_labelmap(case.label)
@@ -115,6 +116,9 @@ class Recipe:
     refines = False
     #: config sections this recipe sets differently from the generic defaults (a job's own keys win)
     defaults: dict = {}
+    #: whether a case's ``points`` file holds the object's 6 extreme points (``PreparedCase.points``); a recipe
+    #: with other points (surface points) sets it false and reads the file itself
+    extreme_points = True
 
     def needs(self, config: JobConfig) -> tuple:
         """Per-case files training needs besides the image (``points``, ``label``, ``scribble``)."""
@@ -255,8 +259,8 @@ def _mean(rows) -> Optional[float]:
     return float(np.mean(rows)) if rows else None
 
 
-def _hard_on_image(case: PreparedCase, probabilities: np.ndarray) -> np.ndarray:
-    return np.argmax(case.frame.to_image(probabilities, background_fill(probabilities.shape[0])), axis=0).astype(np.uint8)
+def _hard_on_image(case: PreparedCase, probabilities: np.ndarray, settings: PostprocessConfig) -> np.ndarray:
+    return hard_labels(case.frame.to_image(probabilities, background_fill(probabilities.shape[0])), settings)
 
 
 # -- the loop -----------------------------------------------------------------------------------------------
@@ -285,10 +289,10 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
         raise InputError(f"two cases are both called {duplicate!r}; give them distinct names (\"name\" in the case)")
-    read = [read_case(c, config.classes) for c in config.cases]
+    read = [read_case(c, config.classes, recipe.extreme_points) for c in config.cases]
     job.inputs = config.inputs.resolved(config.modality, median_spacing([r[0] for r in read]))
     cases = [prepare_case(c, n, r, job.inputs) for c, n, r in zip(config.cases, names, read)]
-    validation = [prepare_case(c, n, read_case(c, config.classes), job.inputs)
+    validation = [prepare_case(c, n, read_case(c, config.classes, recipe.extreme_points), job.inputs)
                   for c, n in zip(config.validation, names[len(cases):])]
     job.network_params, job.patch_size, job.multiple = plan(
         config, job.inputs.spacing_mm, [c.frame.grid.shape for c in cases], len(job.inputs.channels), job.num_classes)
@@ -339,10 +343,10 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         for case, label in zip(cases, labels):
             progress.check_cancelled()
             probabilities = job.predict(case)
-            final_labels[case.name] = clean_label_map(_hard_on_image(case, probabilities), case.image,
+            final_labels[case.name] = clean_label_map(_hard_on_image(case, probabilities, config.postprocess), case.image,
                                                       config.postprocess, case.points, config.class_names)
             if case.reference is not None:
-                label_dice.append(class_dice(_hard_on_image(case, label.probabilities), case.reference, job.num_classes))
+                label_dice.append(class_dice(_hard_on_image(case, label.probabilities, config.postprocess), case.reference, job.num_classes))
                 network_dice.append(class_dice(final_labels[case.name], case.reference, job.num_classes))
             if not last:
                 refined = recipe.refine(job, case, probabilities, label)
@@ -353,7 +357,7 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         validation_dice, raw_dice, validation_labels = [], [], {}
         for case in validation:
             progress.check_cancelled()
-            raw = _hard_on_image(case, job.predict(case))
+            raw = _hard_on_image(case, job.predict(case), config.postprocess)
             validation_labels[case.name] = clean_label_map(raw, case.image, config.postprocess, case.points,
                                                            config.class_names)
             validation_dice.append(class_dice(validation_labels[case.name], case.reference, job.num_classes))

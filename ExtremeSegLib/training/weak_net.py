@@ -55,17 +55,23 @@ class WeakNetObjective(Objective):
     def __init__(self, reconstruction: torch.nn.Module, lam: float, spacing_mm, boundary_mm: float = 3.0,
                  far_weight: float = 0.1, image_channels: int = 1):
         super().__init__()
-        if not (np.isfinite(lam) and lam >= 0):
-            raise InputError(f"the reconstruction weight lambda must be >= 0, got {lam}")
-        if not boundary_mm > 0:
-            raise InputError(f"boundary_mm must be positive, got {boundary_mm}")
-        if not 0 <= far_weight <= 1:
-            raise InputError(f"far_weight must be in [0, 1], got {far_weight}")
+        self.check_settings(lam, boundary_mm, far_weight)
         self.reconstruction = reconstruction
         self.lam = float(lam)
         self.radius = tuple(int(round(boundary_mm / s)) for s in np.asarray(spacing_mm, dtype=float))
         self.far_weight = float(far_weight)
         self.image_channels = int(image_channels)
+
+    @staticmethod
+    def check_settings(lam: float, boundary_mm: float = 3.0, far_weight: float = 0.1) -> None:
+        """:class:`InputError` for a negative or non-finite lambda, a non-positive band or a far weight outside
+        [0, 1]."""
+        if not (np.isfinite(lam) and lam >= 0):
+            raise InputError(f"the reconstruction weight (lambda) must be a number >= 0, got {lam}")
+        if not (np.isfinite(boundary_mm) and boundary_mm > 0):
+            raise InputError(f"boundary_mm must be a positive number of mm, got {boundary_mm}")
+        if not 0 <= far_weight <= 1:
+            raise InputError(f"far_weight must be in [0, 1], got {far_weight}")
 
     def forward(self, network, x, target, weight):
         logits = network(x)
