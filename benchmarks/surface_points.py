@@ -41,15 +41,26 @@ sys.path.insert(0, str(REPO))
 
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import benchmark_command, versions  # noqa: E402
-from ExtremeSegLib.io import read_image, read_labelmap  # noqa: E402
+from ExtremeSegLib.io import read_image, read_labelmap, read_segmentation, write_points  # noqa: E402
 from ExtremeSegLib.metrics import dice, iou  # noqa: E402
+from ExtremeSegLib.progress import Progress  # noqa: E402
 from ExtremeSegLib.pseudolabel.surface_template import SurfaceTemplate, rasterize_mesh  # noqa: E402
+from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
 from ExtremeSegLib.simulate import simulate_surface_points  # noqa: E402
 
 DATASET = "hippocampus"
 LABEL_VALUES = [1, 2]  # anterior + posterior: one object
 TIMING_POINTS = (25, 50, 100, 150, 200, 250)
 TIMING_CASES = 10
+#: the job settings shared by every training (the reduced budget is stated in the results)
+JOB = {
+    "modality": "mri", "classes": [{"name": "hippocampus", "label_values": LABEL_VALUES}],
+    "inputs": {"cues": [], "crop_to_points": False},
+    "network": {"filters": [16, 32, 64, 128]},
+    "training": {"epochs": 6, "batch_size": 2, "learning_rate": 0.002},
+    "postprocess": {"clip_to_points": False, "foreground_threshold": 0.5},
+    "device": "auto",
+}
 
 
 def case_seed(case) -> int:
@@ -121,6 +132,79 @@ def stage_timing(test_cases) -> dict:
             for n, entry in times.items()}
 
 
+class Recorder(Progress):
+    """One line per epoch and message (a log, not a bar)."""
+
+    def __init__(self, label: str):
+        super().__init__(bar=False)
+        self.label, self.start = label, time.perf_counter()
+
+    def emit(self, event, **fields):
+        if event in ("epoch", "round", "message"):
+            text = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+            print(f"[{self.label} {time.perf_counter() - self.start:7.0f}s] {event} {text}", flush=True)
+
+
+def write_surface_points(cases, n: int, folder: Path) -> dict:
+    """N surface points per case (seeded by the case name), as .mrk.json; case name -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for case in cases:
+        _, mask = load_case(case)
+        points = simulate_surface_points(mask, n, seed=case_seed(case))
+        paths[case.name] = str(write_points(folder / f"{case.name}.mrk.json", points, name="SurfacePoints",
+                                            overwrite=True))
+    return paths
+
+
+def train_and_score(recipe: str, train_cases, test_cases, output: Path, points=None, pseudolabel=None,
+                    epochs=None) -> dict:
+    """Train one job, then IoU and Dice of its (fully automatic) test segmentations."""
+    def entry(case, with_points):
+        row = {"name": case.name, "image": str(case.image), "label": str(case.label)}
+        return dict(row, points=points[case.name]) if with_points else row
+
+    data = json.loads(json.dumps(JOB))
+    if epochs:
+        data["training"]["epochs"] = epochs
+    data.update(recipe=recipe, output=str(output), pseudolabel=pseudolabel or {},
+                cases=[entry(c, points is not None) for c in train_cases],
+                validation=[entry(c, False) for c in test_cases])
+    started = time.perf_counter()
+    train(JobConfig.from_dict(data), Recorder(output.name))
+    seconds = time.perf_counter() - started
+    rounds = json.loads((output / "rounds.json").read_text())
+    rows = []
+    for case in test_cases:
+        _, reference = load_case(case)
+        _, segments = read_segmentation(output / "validation" / f"{case.name}.seg.nrrd")
+        rows.append({"case": case.name, "iou": iou(segments[0].mask, reference.array),
+                     "dice": dice(segments[0].mask, reference.array)})
+    return {"recipe": recipe, "pseudolabel": pseudolabel or {}, "seconds": seconds,
+            "epochs": data["training"]["epochs"],
+            "pseudolabel_dice_train": rounds[-1]["pseudolabel_dice"], "train_dice": rounds[-1]["train_dice"],
+            "iou": {"mean": float(np.mean([r["iou"] for r in rows])), "std": float(np.std([r["iou"] for r in rows]))},
+            "dice": {"mean": float(np.mean([r["dice"] for r in rows])),
+                     "std": float(np.std([r["dice"] for r in rows]))},
+            "cases": rows}
+
+
+def stage_train(results, train_cases, test_cases, counts, runs: Path, write, full: bool, weights, epochs) -> None:
+    """Full supervision once, then per N the template-only U-Net (lambda 0) and Weak-Net; written as they end."""
+    training = results.setdefault("training", {})
+    if full:
+        training["full"] = train_and_score("fully_supervised", train_cases, test_cases, runs / "full",
+                                           epochs=epochs)
+        write()
+    for n in counts:
+        points = write_surface_points(train_cases, n, runs / f"points_{n}")
+        for weight in weights:
+            key = f"{n}:lambda={weight:g}"
+            training[key] = train_and_score("weak_net", train_cases, test_cases, runs / f"weak_net_{n}_{weight:g}",
+                                            points, {"reconstruction_weight": weight}, epochs)
+            write()
+
+
 def write_results(results: dict, results_dir: Path, name: str) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -136,8 +220,17 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "runs")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--name", default="surface_points", help="results name (default surface_points)")
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0],
+                        help="train stage: the reconstruction weights (lambda) per N (default 0 and 1)")
+    parser.add_argument("--epochs", type=int, help=f"train stage: epochs (default {JOB['training']['epochs']})")
+    parser.add_argument("--skip-full", action="store_true", help="train stage: no full-supervision run")
+    parser.add_argument("--limit", type=int, help="a quick try: the first N training cases, scored on the next N "
+                        "training cases; results go to the runs folder, not benchmarks/results")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md and .png from the saved .json")
     args = parser.parse_args(argv)
+    if args.limit:  # a quick try is not a result
+        args.name = f"{args.name}_limit{args.limit}"
+        args.results = args.runs / args.name
     path = args.results / f"{args.name}.json"
     results = json.loads(path.read_text()) if path.exists() else {"dataset": DATASET, "commands": {}}
     if args.render:
@@ -147,6 +240,8 @@ def main(argv=None) -> int:
     cases = discover_cases(args.data / DATASET)
     split = load_split(DATASET)
     train_cases, test_cases = select_cases(cases, split["train"]), select_cases(cases, split["test"])
+    if args.limit:
+        train_cases, test_cases = train_cases[:args.limit], train_cases[args.limit:2 * args.limit]
     results.update({"n_train": len(train_cases), "n_test": len(test_cases), "versions": versions(),
                     "cpu_threads": os.cpu_count()})
     command = benchmark_command("benchmarks/surface_points.py", argv)
@@ -158,7 +253,17 @@ def main(argv=None) -> int:
         results["templates"]["seconds"] = time.perf_counter() - started
     elif args.stage == "timing":
         results["timing"] = stage_timing(test_cases)
-    results["commands"][args.stage] = command
+    else:
+        results["commands"].setdefault("train", [])
+        if command not in results["commands"]["train"]:
+            results["commands"]["train"].append(command)
+        results["job"] = dict(JOB, training=dict(JOB["training"], epochs=args.epochs or JOB["training"]["epochs"]))
+        runs = args.runs / args.name
+        stage_train(results, train_cases, test_cases, args.points, runs,
+                    lambda: write_results(results, args.results, args.name), not args.skip_full, args.weights,
+                    args.epochs)
+    if args.stage != "train":
+        results["commands"][args.stage] = command
     write_results(results, args.results, args.name)
     print((args.results / f"{args.name}.md").read_text())
     return 0
@@ -171,7 +276,8 @@ def _mean_std(stats: dict) -> str:
 def markdown(results: dict, name: str) -> str:
     lines = [f"# Surface points on the {results['dataset']}: template, Weak-Net, full supervision", ""]
     for stage, command in results.get("commands", {}).items():
-        lines += [f"Stage `{stage}`:", "", "```", command, "```", ""]
+        commands = command if isinstance(command, list) else [command]
+        lines += [f"Stage `{stage}`:", "", "```"] + commands + ["```", ""]
     lines += [f"Fixed split: {results.get('n_train')} training / {results.get('n_test')} test volumes; surface points "
               "simulated from the ground truth (boundary voxel centres, farthest-point sampling seeded by the case "
               f"name). CPU: {results.get('versions', {}).get('cpu', '?')}, no GPU.", ""]
@@ -184,6 +290,31 @@ def markdown(results: dict, name: str) -> str:
             lines.append(f"| {n} | {_mean_std(s['template_iou'])} | {_mean_std(s['template_dice'])} | "
                          f"{_mean_std(s['hull_iou'])} | {_mean_std(s['hull_dice'])} |")
         lines += ["", f"({len(templates['cases'])} cases, {templates['seconds']:.0f} s for all fits and hulls.)", ""]
+    training = results.get("training")
+    if training:
+        job = results["job"]
+        lines += ["## Trained networks (test cases, fully automatic: no points at inference)", "",
+                  "| Points per case | Method | Test IoU | Test Dice | IoU / full | Template Dice (train) | Epochs | "
+                  "Wall time |", "|---|---|---|---|---|---|---|---|"]
+        full = training.get("full")
+        for key, row in training.items():
+            if key == "full":
+                n, method = "– (dense labels)", "Full supervision"
+            else:
+                n, weight = key.split(":lambda=")
+                method = ("Template-supervised U-Net (lambda = 0)" if float(weight) == 0
+                          else f"Weak-Net (lambda = {weight})")
+            ratio = f"{row['iou']['mean'] / full['iou']['mean']:.3f}" if full else "–"
+            template = "–" if row["pseudolabel_dice_train"] is None or key == "full" else \
+                f"{row['pseudolabel_dice_train']:.3f}"
+            lines.append(f"| {n} | {method} | {_mean_std(row['iou'])} | {_mean_std(row['dice'])} | {ratio} | "
+                         f"{template} | {row['epochs']} | {row['seconds'] / 60:.1f} min |")
+        lines += ["", "Budget (every training the same, reduced for the shared 2-core CPU): "
+                      f"{job['training']['epochs']} epochs of {results['n_train'] // job['training']['batch_size']} "
+                      "steps (batch "
+                      f"{job['training']['batch_size']}), learning rate {job['training']['learning_rate']}, "
+                      f"filters {job['network']['filters']}; whole image in, no click channel. Job settings: `"
+                      + json.dumps(job) + "`.", ""]
     timing = results.get("timing")
     if timing:
         lines += ["## Template update time (ms; median / max over the first test cases, one thread of this CPU)", "",
