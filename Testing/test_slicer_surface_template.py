@@ -35,9 +35,12 @@ def test_preview_follows_points_as_they_are_placed_moved_and_removed(live_scene)
     image, label = make_ellipsoid(direction=ROTATION)
     points = simulate_surface_points(label, 30, seed=2)
     volume_node = mrml.add_volume_node(image, "MRI", scene=live_scene.scene)
-    points_node = mrml.add_markups_node(points[:3], name="Surface", scene=live_scene.scene)
+    points_node = mrml.add_markups_node(np.zeros((0, 3)), name="Surface", scene=live_scene.scene)
     preview = SurfaceTemplatePreview(volume_node, points_node)
+    assert preview.update() is None and "got 0" in preview.message and preview.model_node is None
 
+    for xyz in points[:3]:
+        points_node.AddControlPoint(vtk.vtkVector3d(*xyz))
     assert preview.update() is None and "at least 4" in preview.message and preview.model_node is None
     for xyz in points[3:]:  # the user clicks on, one point at a time (the GUI calls update on PointAddedEvent)
         points_node.AddControlPoint(vtk.vtkVector3d(*xyz))
