@@ -8,7 +8,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ExtremeSeg"))
 
-import slicer_scene  # noqa: E402
 from conftest import make_ellipsoid  # noqa: E402
 from slicer_scene import require_slicer, vtk_matrix  # noqa: E402
 
@@ -22,7 +21,6 @@ from ExtremeSegLib.metrics import dice  # noqa: E402
 from ExtremeSegLib.pseudolabel import fit_surface_template  # noqa: E402
 from ExtremeSegLib.simulate import simulate_surface_points  # noqa: E402
 
-live_scene = slicer_scene.mrml_scene  # the real MRML scene fixture
 ROTATION = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 
 
@@ -31,11 +29,11 @@ def _model_points(model_node) -> np.ndarray:
     return np.array([polydata.GetPoint(n) for n in range(polydata.GetNumberOfPoints())])
 
 
-def test_preview_follows_points_as_they_are_placed_moved_and_removed(live_scene):
+def test_preview_follows_points_as_they_are_placed_moved_and_removed(mrml_scene):
     image, label = make_ellipsoid(direction=ROTATION)
     points = simulate_surface_points(label, 30, seed=2)
-    volume_node = mrml.add_volume_node(image, "MRI", scene=live_scene.scene)
-    points_node = mrml.add_markups_node(np.zeros((0, 3)), name="Surface", scene=live_scene.scene)
+    volume_node = mrml.add_volume_node(image, "MRI", scene=mrml_scene.scene)
+    points_node = mrml.add_markups_node(np.zeros((0, 3)), name="Surface", scene=mrml_scene.scene)
     preview = SurfaceTemplatePreview(volume_node, points_node)
     assert preview.update() is None and "got 0" in preview.message and preview.model_node is None
 
@@ -46,7 +44,7 @@ def test_preview_follows_points_as_they_are_placed_moved_and_removed(live_scene)
         points_node.AddControlPoint(vtk.vtkVector3d(*xyz))
         preview.update()
     model = preview.model_node
-    assert model is not None and model.GetScene() is live_scene.scene and model.GetName() == "Surface template"
+    assert model is not None and model.GetScene() is mrml_scene.scene and model.GetName() == "Surface template"
     np.testing.assert_allclose(_model_points(model), preview.mesh.vertices)
     assert model.GetPolyData().GetNumberOfCells() == len(preview.mesh.faces)
     assert dice(preview.mask(), label.array) > 0.85
@@ -68,11 +66,11 @@ def test_preview_follows_points_as_they_are_placed_moved_and_removed(live_scene)
     assert model.GetScene() is None and preview.model_node is None
 
 
-def test_flat_points_keep_the_last_template_and_say_why(live_scene):
+def test_flat_points_keep_the_last_template_and_say_why(mrml_scene):
     image, label = make_ellipsoid()
     points = simulate_surface_points(label, 20, seed=1)
-    volume_node = mrml.add_volume_node(image, "MRI", scene=live_scene.scene)
-    points_node = mrml.add_markups_node(points, name="Surface", scene=live_scene.scene)
+    volume_node = mrml.add_volume_node(image, "MRI", scene=mrml_scene.scene)
+    points_node = mrml.add_markups_node(points, name="Surface", scene=mrml_scene.scene)
     preview = SurfaceTemplatePreview(volume_node, points_node)
     good = preview.update()
     for n in range(points_node.GetNumberOfControlPoints()):
@@ -82,9 +80,9 @@ def test_flat_points_keep_the_last_template_and_say_why(live_scene):
     assert preview.update() is None and "one plane" in preview.message and preview.mesh is good
 
 
-def test_mask_as_a_segmentation_and_under_a_transform(live_scene):
+def test_mask_as_a_segmentation_and_under_a_transform(mrml_scene):
     image, label = make_ellipsoid(direction=ROTATION)
-    scene = live_scene.scene
+    scene = mrml_scene.scene
     volume_node = mrml.add_volume_node(image, "MRI", scene=scene)
     shift = np.eye(4)
     shift[:3, 3] = [10.0, -5.0, 3.0]

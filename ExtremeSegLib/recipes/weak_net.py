@@ -34,7 +34,7 @@ from ..pseudolabel.surface_template import SurfaceTemplate, rasterize_mesh
 from ..training.networks import build_network
 from ..training.weak_net import WeakNetObjective
 from .config import from_plain
-from .rounds import Recipe, case_name
+from .recipe import Recipe, case_name
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,6 @@ class WeakNetRecipe(Recipe):
     """Surface points per training case -> template pseudo-labels -> Weak-Net; a fully automatic model."""
 
     name = "weak_net"
-    title = "Surface points (deformed template, Weak-Net)"
-    annotation = "surface points"
     refines = False
     defaults = {"inputs": {"cues": [], "crop_to_points": False},
                 "postprocess": {"clip_to_points": False, "foreground_threshold": 0.5}}
