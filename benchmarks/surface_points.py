@@ -352,6 +352,14 @@ def plot(results: dict, path: Path) -> None:
               label="template alone")
     axes.plot(counts, [templates["summary"][str(n)]["hull_iou"]["mean"] for n in counts], marker="s", ls=":",
               color="grey", label="convex hull of the points")
+    training = results.get("training", {})
+    for weight in sorted({key.split(":lambda=")[1] for key in training if key != "full"}, key=float):
+        trained = sorted((int(key.split(":")[0]), row["iou"]["mean"]) for key, row in training.items()
+                         if key != "full" and key.endswith(f":lambda={weight}"))
+        label = "template-supervised U-Net (lambda 0)" if float(weight) == 0 else f"Weak-Net (lambda {weight})"
+        axes.plot(*zip(*trained), marker="^" if float(weight) == 0 else "D", label=label)
+    if "full" in training:
+        axes.axhline(training["full"]["iou"]["mean"], color="black", ls="--", label="full supervision")
     axes.set_xticks(counts)
     axes.set_xlabel("surface points per case (N)")
     axes.set_ylabel("test IoU")
