@@ -332,6 +332,11 @@ def markdown(results: dict, name: str) -> str:
                          f"{t['moved_ms']['median']:.1f} / {t['moved_ms']['max']:.1f} | "
                          f"{t['rasterise_ms']['median']:.1f} / {t['rasterise_ms']['max']:.1f} |")
         lines.append("")
+        if results.get("timing_note"):
+            lines += [f"Timing {results['timing_note']}.", ""]
+    if results.get("training_versions"):
+        lines += [f"Trainings ran at commit {results['training_versions'].get('git_commit', '?')} on "
+                  f"{results['training_versions'].get('cpu', '?')}.", ""]
     return "\n".join(lines) + "\n"
 
 
