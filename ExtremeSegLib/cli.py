@@ -19,6 +19,7 @@ COMMANDS = {
     "demo": "demo",
     "simulate": "simulate",
     "pseudolabel": "pseudolabel",
+    "template": "template",
     "train": "train",
     "predict": "predict",
     "export": "export",

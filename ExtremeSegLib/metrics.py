@@ -40,6 +40,13 @@ def dice(prediction, reference) -> float:
     return 1.0 if denom == 0 else 2.0 * int(np.logical_and(p, r).sum()) / denom
 
 
+def iou(prediction, reference) -> float:
+    """Intersection over union (Jaccard index) of two binary masks (nonzero = object); 1.0 when both are empty."""
+    p, r = _masks(prediction, reference)
+    union = int(np.logical_or(p, r).sum())
+    return 1.0 if union == 0 else int(np.logical_and(p, r).sum()) / union
+
+
 def precision(prediction, reference) -> float:
     """Fraction of the predicted voxels that are in the reference (1.0 when both are empty)."""
     p, r = _masks(prediction, reference)

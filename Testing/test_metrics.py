@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ExtremeSegLib.errors import InputError
-from ExtremeSegLib.metrics import dice, evaluate, hd95, precision, recall, surface_distances
+from ExtremeSegLib.metrics import dice, evaluate, hd95, iou, precision, recall, surface_distances
 
 
 def cube(shape, lo, size):
@@ -72,3 +72,13 @@ def test_evaluate_per_structure_label_values():
         evaluate(pred[:-1], ref, (1, 1, 1), {"one": [1]})
     with pytest.raises(InputError, match="no structures"):
         evaluate(pred, ref, (1, 1, 1), {})
+
+
+def test_iou_agrees_with_dice_and_handles_empty_masks():
+    ref = cube((8, 8, 8), (1, 1, 1), 4)  # 64 voxels
+    pred = cube((8, 8, 8), (1, 1, 3), 4)  # shifted by 2 along k: 32 shared
+    assert iou(pred, ref) == pytest.approx(32 / 96)
+    d = dice(pred, ref)
+    assert iou(pred, ref) == pytest.approx(d / (2 - d))
+    empty = np.zeros_like(ref)
+    assert iou(empty, empty) == 1.0 and iou(pred, empty) == 0.0

@@ -65,7 +65,7 @@ def test_points_to_model_and_segmentations(job):
     assert description["recipe"] == "extreme_points" and description["inputs"]["spacing_mm"] == [1.0, 1.0, 2.0]
     assert description["classes"] == [{"name": "object", "label_values": [3]}]
     assert description["postprocess"] == {"clip_to_points": True, "box_margin_mm": 3.0, "largest_component": True,
-                                          "convex": False}
+                                          "convex": False, "foreground_threshold": None}
     folder = job.parent
     written = predict(outputs["model"], folder / "case3_image.nii.gz", folder / "case3.seg.nrrd",
                       points=folder / "case3.mrk.json", device="cpu")

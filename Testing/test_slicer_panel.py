@@ -318,8 +318,8 @@ def test_a_prior_from_files_must_be_on_the_volume_grid(tmp_path):
 
 
 def test_a_new_catalog_row_is_offered_and_decides_whether_its_models_need_clicks(monkeypatch):
-    """Rows still to come (InExtremIS: extreme points, Weak-Net: surface points; both fully automatic) need no
-    panel change: they are listed for their annotation and their models segment without clicks."""
+    """Rows still to come (e.g. InExtremIS: extreme points, fully automatic) need no panel change: they are listed
+    for their annotation and their models segment without clicks."""
     from ExtremeSegSlicerLib.logic import model_needs_clicks
 
     from ExtremeSegLib import recipe_catalog
@@ -329,7 +329,7 @@ def test_a_new_catalog_row_is_offered_and_decides_whether_its_models_need_clicks
                                        False))
     monkeypatch.setattr(recipe_catalog, "CATALOG", recipe_catalog.CATALOG + rows)
     assert "auto_from_clicks" in [r.name for r in ExtremeSegNodeLogic.recipes("extreme points")]
-    assert [r.name for r in ExtremeSegNodeLogic.recipes("surface points")] == ["auto_from_surface"]
+    assert [r.name for r in ExtremeSegNodeLogic.recipes("surface points")] == ["weak_net", "auto_from_surface"]
     from ExtremeSegLib.training.data import InputSpec
 
     automatic_inputs = InputSpec(cues=(), crop_to_points=False).resolved("mri", (1.0, 1.0, 1.0)).to_dict()

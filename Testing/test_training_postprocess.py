@@ -1,4 +1,4 @@
-"""Label-map post-processing: the clicks' box, one component per class, the convex shape prior."""
+"""Label-map post-processing: the foreground threshold, the clicks' box, one component per class, the convex prior."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.masks import largest_component
 from ExtremeSegLib.recipes import JobConfig
-from ExtremeSegLib.training.postprocess import PostprocessConfig, postprocess_labels
+from ExtremeSegLib.training.postprocess import PostprocessConfig, hard_labels, postprocess_labels
 
 SPACING = (1.5, 1.5, 10.0)
 
@@ -87,3 +87,17 @@ def test_convex_can_name_the_classes_it_applies_to():
         JobConfig.from_dict({**job, "postprocess": {"convex": "LV"}})
     with pytest.raises(InputError, match="true, false or a list of class names"):
         PostprocessConfig.from_description({"convex": "LV"})  # a hand-edited model file
+
+
+def test_foreground_threshold_reads_the_object_where_its_probability_reaches_gamma():
+    p = np.linspace(0.05, 0.95, 10, dtype=np.float32).reshape(1, 10, 1, 1)
+    probabilities = np.concatenate([1.0 - p, p])
+    assert np.count_nonzero(hard_labels(probabilities, PostprocessConfig())) == 5  # argmax
+    assert np.count_nonzero(hard_labels(probabilities, PostprocessConfig(foreground_threshold=0.3))) == 7
+    assert np.count_nonzero(hard_labels(probabilities, PostprocessConfig(foreground_threshold=0.8))) == 2
+    three = np.stack([np.full((2, 2, 2), v, np.float32) for v in (0.2, 0.3, 0.5)])
+    assert np.all(hard_labels(three, PostprocessConfig(foreground_threshold=0.9)) == 2)  # argmax beyond 2 classes
+    with pytest.raises(InputError, match="between 0 and 1"):
+        PostprocessConfig(foreground_threshold=1.0)
+    with pytest.raises(InputError, match="one-object jobs"):
+        PostprocessConfig(foreground_threshold=0.5).check_classes(["RV", "LV"])

@@ -65,6 +65,7 @@ class ExtremeSegPanel(VTKObservationMixin):
         self.logic = logic
         self._parameterNode = None
         self._observedAnnotationNode = None
+        self._templatePreview = None  # the live template of the surface points being placed
         self._job = None  # the PreparedJob being run (or last run)
         self._run = None  # its ChildRun
         self._lastCancelledJob = None
@@ -287,8 +288,30 @@ class ExtremeSegPanel(VTKObservationMixin):
         if node is not None:
             for event in events:
                 self.addObserver(node, event, self.onPointsModified)
+        self.updateTemplatePreview(node)
+
+    def updateTemplatePreview(self, node):
+        """Surface points show their deformed template (what training uses), refitted as points come and go."""
+        p = self._parameterNode
+        wanted = node is not None and p is not None and p.annotation == "surface points" and p.currentVolume
+        preview = self._templatePreview
+        if preview is not None and (not wanted or preview.points_node is not node):
+            preview.remove()
+            self._templatePreview = preview = None
+        if wanted and preview is None:
+            try:
+                from .surface_template import SurfaceTemplatePreview
+
+                self._templatePreview = SurfaceTemplatePreview(p.currentVolume, node)
+            except Exception as err:  # noqa: BLE001  (missing packages or a volume it cannot read: say so, go on)
+                logging.warning(f"ExtremeSeg: no template preview ({err})")
+                return
+        if self._templatePreview is not None:
+            self._templatePreview.update()
 
     def onPointsModified(self, caller=None, event=None):
+        if self._templatePreview is not None:
+            self._templatePreview.update()
         self.updatePlacementGuide()
         self.updateAnnotationTable()
 
@@ -300,7 +323,8 @@ class ExtremeSegPanel(VTKObservationMixin):
         guide = self.logic.placement_guide(p.currentVolume, p.annotation)
         color = "#c0392b" if guide.error else ("#27ae60" if guide.complete else "")
         self.ui.placementGuideLabel.setStyleSheet(f"color: {color}" if color else "")
-        self.ui.placementGuideLabel.text = guide.message
+        template = self._templatePreview.message if self._templatePreview is not None else ""
+        self.ui.placementGuideLabel.text = f"{guide.message} Template: {template}" if template else guide.message
 
     def updateAnnotationTable(self):
         p = self._parameterNode

@@ -22,6 +22,7 @@ from .fully_supervised import FullySupervisedRecipe
 from .loop import run_job
 from .recipe import PreparedCase, Recipe, RunningJob
 from .scribbles import ScribblesRecipe
+from .weak_net import WeakNetRecipe
 
 #: recipe name (``"recipe"`` in a job config) -> Recipe class
 RECIPES = {}
@@ -37,6 +38,7 @@ def register_recipe(recipe_class) -> None:
 register_recipe(ExtremePointsRecipe)
 register_recipe(FullySupervisedRecipe)
 register_recipe(ScribblesRecipe)
+register_recipe(WeakNetRecipe)
 
 
 def get_recipe(name: str) -> Recipe:

@@ -42,7 +42,7 @@ from ..training.inference import background_fill
 from ..training.memory import require_patch_fits
 from ..training.model_file import save_model
 from ..training.networks import build_network, plan_network, total_stride
-from ..training.postprocess import clean_label_map
+from ..training.postprocess import PostprocessConfig, clean_label_map, hard_labels
 from .config import JobConfig, to_plain
 from .history import write_history, write_json
 from .recipe import PreparedCase, Recipe, RunningJob, case_name, prepare_case, read_case, require_classes_in_labels
@@ -152,9 +152,8 @@ def _mean(rows) -> Optional[float]:
     return float(np.mean(rows)) if rows else None
 
 
-def _hard_on_image(case: PreparedCase, probabilities: np.ndarray) -> np.ndarray:
-    on_image = case.frame.to_image(probabilities, background_fill(probabilities.shape[0]))
-    return np.argmax(on_image, axis=0).astype(np.uint8)
+def _hard_on_image(case: PreparedCase, probabilities: np.ndarray, settings: PostprocessConfig) -> np.ndarray:
+    return hard_labels(case.frame.to_image(probabilities, background_fill(probabilities.shape[0])), settings)
 
 
 # -- the loop -----------------------------------------------------------------------------------------------
@@ -181,10 +180,10 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
         raise InputError(f"two cases are both called {duplicate!r}; give them distinct names (\"name\" in the case)")
-    read = [read_case(c, config.classes) for c in config.cases]
+    read = [read_case(c, config.classes, recipe.extreme_points) for c in config.cases]
     job.inputs = config.inputs.resolved(config.modality, median_spacing([r[0] for r in read]))
     cases = [prepare_case(c, n, r, job.inputs) for c, n, r in zip(config.cases, names, read)]
-    validation = [prepare_case(c, n, read_case(c, config.classes), job.inputs)
+    validation = [prepare_case(c, n, read_case(c, config.classes, recipe.extreme_points), job.inputs)
                   for c, n in zip(config.validation, names[len(cases):])]
     require_classes_in_labels(config, [c.reference for c in cases + validation])
     job.network_params, job.patch_size, job.multiple = plan(
@@ -250,10 +249,11 @@ def _predict_case(job: RunningJob, last: bool, item: tuple) -> dict:
     pseudo-label and its agreement."""
     config, (case, label) = job.config, item
     probabilities = job.predict(case)
-    out = {"labels": clean_label_map(_hard_on_image(case, probabilities), case.image, config.postprocess, case.points,
-                                     config.class_names)}
+    hard = _hard_on_image(case, probabilities, config.postprocess)
+    out = {"labels": clean_label_map(hard, case.image, config.postprocess, case.points, config.class_names)}
     if case.reference is not None:
-        out["label_dice"] = class_dice(_hard_on_image(case, label.probabilities), case.reference, job.num_classes)
+        label_hard = _hard_on_image(case, label.probabilities, config.postprocess)
+        out["label_dice"] = class_dice(label_hard, case.reference, job.num_classes)
         out["network_dice"] = class_dice(out["labels"], case.reference, job.num_classes)
     if not last:
         out["refined"] = job.recipe.refine(job, case, probabilities, label)
@@ -264,7 +264,7 @@ def _predict_case(job: RunningJob, last: bool, item: tuple) -> dict:
 def _predict_validation(job: RunningJob, case: PreparedCase) -> dict:
     """A validation case's cleaned label map and Dice per class, with and without the cleaning."""
     config = job.config
-    raw = _hard_on_image(case, job.predict(case))
+    raw = _hard_on_image(case, job.predict(case), config.postprocess)
     labels = clean_label_map(raw, case.image, config.postprocess, case.points, config.class_names)
     return {"labels": labels, "dice": class_dice(labels, case.reference, job.num_classes),
             "raw_dice": class_dice(raw, case.reference, job.num_classes)}

@@ -65,11 +65,12 @@ def case_name(case: CaseConfig) -> str:
     return case.name or volume_stem(Path(case.image)) or Path(case.image).name
 
 
-def read_case(case: CaseConfig, classes) -> tuple:
-    """``(image, points or None, reference or None)`` from the case's files."""
+def read_case(case: CaseConfig, classes, extreme_points: bool = True) -> tuple:
+    """``(image, points or None, reference or None)`` from the case's files; the points file is read as the
+    object's 6 extreme points unless ``extreme_points`` is false (a recipe that reads its own points)."""
     image = read_image(case.image)
     points = None
-    if case.points:
+    if case.points and extreme_points:
         try:
             points = ExtremePoints.from_points(read_points(case.points)[0], image)
         except InputError as err:  # say which case's file it is
@@ -112,6 +113,9 @@ class Recipe:
     refines = False
     #: config sections this recipe sets differently from the generic defaults (a job's own keys win)
     defaults: dict = {}
+    #: whether a case's ``points`` file holds the object's 6 extreme points (``PreparedCase.points``); a recipe
+    #: with other points (surface points) sets it false and reads the file itself
+    extreme_points = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -25,7 +25,7 @@ from ..volume import Volume
 from .data import frame_case, network_inputs
 from .engine import select_device
 from .model_file import LoadedModel, load_model
-from .postprocess import clean_label_map
+from .postprocess import clean_label_map, hard_labels
 
 
 def predict_probabilities(network: torch.nn.Module, inputs: np.ndarray, patch_size, device: torch.device,
@@ -90,8 +90,8 @@ def background_fill(num_classes: int) -> list:
 def segment_image(model: LoadedModel, image: Volume, points: ExtremePoints = None, device="cpu",
                   overlap: float = 0.5, progress: Progress = None, postprocess: bool = True) -> Prediction:
     """Segment ``image`` with a loaded model (``points`` required when the model was trained with clicks); the
-    label map is cleaned as the model's description says (:mod:`.postprocess`; ``postprocess=False``: the
-    network's own argmax), the probabilities are never cleaned."""
+    label map is read (most probable class, or the model's foreground threshold) and cleaned as the model's
+    description says (:mod:`.postprocess`; ``postprocess=False``: not cleaned), the probabilities never are."""
     spec = model.inputs
     frame = frame_case(image, spec, points)
     inputs = network_inputs(frame, spec, points)
@@ -99,7 +99,7 @@ def segment_image(model: LoadedModel, image: Volume, points: ExtremePoints = Non
     probabilities = predict_probabilities(model.network, inputs, model.patch_size, device, overlap=overlap,
                                           progress=progress)
     full = frame.to_image(probabilities, background_fill(probabilities.shape[0]))
-    labels = np.argmax(full, axis=0).astype(np.uint8)
+    labels = hard_labels(full, model.postprocess)
     if postprocess:
         labels = clean_label_map(labels, image, model.postprocess, points, model.class_names)
     return Prediction(full, labels, image)

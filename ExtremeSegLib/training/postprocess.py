@@ -8,13 +8,15 @@
   coarsest axis, become their convex hull (a shape prior for objects convex in those slices, such as the left
   ventricle's cavity, never for the myocardium's ring; off by default).
 
-Only the label map is cleaned; probability maps stay the network's own.
+Only the label map is cleaned; probability maps stay the network's own. How the label map is read from the
+probabilities is part of the same section: ``foreground_threshold`` (one-object jobs; paper 003's gamma) makes a
+voxel the object where its probability reaches the threshold; unset, each voxel takes its most probable class.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -30,8 +32,12 @@ class PostprocessConfig:
     box_margin_mm: float = 3.0
     largest_component: bool = True
     convex: Union[bool, Tuple[str, ...]] = False  # every class, none, or the classes of these names
+    foreground_threshold: Optional[float] = None  # one-object jobs: P(object) >= this is the object
 
     def __post_init__(self):
+        if self.foreground_threshold is not None and not 0 < self.foreground_threshold < 1:
+            raise InputError(f"postprocess.foreground_threshold must be between 0 and 1, got "
+                             f"{self.foreground_threshold}")
         if not self.box_margin_mm >= 0:
             raise InputError(f"postprocess.box_margin_mm must be >= 0, got {self.box_margin_mm}")
         if isinstance(self.convex, list):
@@ -41,7 +47,11 @@ class PostprocessConfig:
             raise InputError(f"postprocess.convex must be true, false or a list of class names, got {self.convex!r}")
 
     def check_classes(self, class_names) -> None:
-        """:class:`InputError` when ``convex`` names a class not among ``class_names``."""
+        """:class:`InputError` when ``convex`` names a class not among ``class_names``, or when a foreground
+        threshold is set for more than one class."""
+        if self.foreground_threshold is not None and len(class_names) != 1:
+            raise InputError(f"postprocess.foreground_threshold applies to one-object jobs; this one has "
+                             f"{len(class_names)} classes ({', '.join(class_names)})")
         unknown = [] if isinstance(self.convex, bool) else [n for n in self.convex if n not in class_names]
         if unknown:
             raise InputError(f"postprocess.convex names {unknown[0]!r}, which is not a class of the job "
@@ -62,6 +72,14 @@ class PostprocessConfig:
         if data is None:
             return cls(clip_to_points=False, largest_component=False, convex=False)
         return cls(**data)
+
+
+def hard_labels(probabilities: np.ndarray, settings: PostprocessConfig) -> np.ndarray:
+    """Class indices (uint8) from class probabilities ``(C, I, J, K)``: the most probable class, or with
+    ``settings.foreground_threshold`` (two classes) class 1 where its probability reaches the threshold."""
+    if settings.foreground_threshold is not None and probabilities.shape[0] == 2:
+        return (probabilities[1] >= settings.foreground_threshold).astype(np.uint8)
+    return np.argmax(probabilities, axis=0).astype(np.uint8)
 
 
 def postprocess_labels(labels: np.ndarray, spacing, settings: PostprocessConfig, box=None,
