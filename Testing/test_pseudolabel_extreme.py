@@ -11,7 +11,13 @@ from ExtremeSegLib.io.markups import write_points
 from ExtremeSegLib.io.segmentations import read_segmentation
 from ExtremeSegLib.io.volumes import read_image, write_volume
 from ExtremeSegLib.metrics import dice
-from ExtremeSegLib.pseudolabel.extreme_points import close_mm, convex_slices, extreme_points_pseudolabel, relaxed_box
+from ExtremeSegLib.pseudolabel.extreme_points import (
+    close_mm,
+    convex_slices,
+    extreme_points_pseudolabel,
+    near_paths,
+    relaxed_box,
+)
 from ExtremeSegLib.simulate import simulate_extreme_points
 
 ROTATION = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -94,6 +100,20 @@ def test_closing_in_mm_matches_a_ball_element_and_survives_large_radii():
     ring[108:112, 60:90, 2:8] = False  # a notch 4 voxels wide
     closed = close_mm(ring, 38.0, (1.37, 1.37, 10.0))
     assert closed[110, 70, 4] and closed[110, 110, 4] and not closed[10, 10, 4]
+
+
+def test_near_paths_matches_a_distance_transform_of_the_whole_region():
+    from scipy import ndimage as ndi
+
+    shape, spacing = (50, 40, 12), (0.8, 0.8, 3.0)
+    paths = [np.stack([np.arange(2, 48), 20 + (np.arange(2, 48) // 10), np.full(46, 6)], axis=1),
+             np.stack([np.full(30, 25), np.arange(5, 35), np.full(30, 5)], axis=1)]
+    on_path = np.zeros(shape, bool)
+    for path in paths:
+        on_path[tuple(path.T)] = True
+    for radius in (0.0, 2.5, 8.0):
+        expected = ndi.distance_transform_edt(~on_path, sampling=spacing) <= radius
+        np.testing.assert_array_equal(near_paths(shape, paths, spacing, radius), expected)
 
 
 def test_convex_slices_fill_each_thick_slice_to_its_hull():
