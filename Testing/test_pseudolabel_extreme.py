@@ -10,14 +10,9 @@ from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.io.markups import write_points
 from ExtremeSegLib.io.segmentations import read_segmentation
 from ExtremeSegLib.io.volumes import read_image, write_volume
+from ExtremeSegLib.masks import close_mm, convex_slices
 from ExtremeSegLib.metrics import dice
-from ExtremeSegLib.pseudolabel.extreme_points import (
-    close_mm,
-    convex_slices,
-    extreme_points_pseudolabel,
-    near_paths,
-    relaxed_box,
-)
+from ExtremeSegLib.pseudolabel.extreme_points import extreme_points_pseudolabel, near_paths, relaxed_box
 from ExtremeSegLib.simulate import simulate_extreme_points
 
 ROTATION = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -100,6 +95,21 @@ def test_closing_in_mm_matches_a_ball_element_and_survives_large_radii():
     ring[108:112, 60:90, 2:8] = False  # a notch 4 voxels wide
     closed = close_mm(ring, 38.0, (1.37, 1.37, 10.0))
     assert closed[110, 70, 4] and closed[110, 110, 4] and not closed[10, 10, 4]
+
+
+def test_closing_on_blocks_fills_notches_and_keeps_the_mask_boundary():
+    from scipy import ndimage as ndi
+
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in (80, 70, 40)], indexing="ij"), axis=-1)
+    mask = np.sum(((grid - [40, 35, 20]) / [36.0, 31.0, 17.0]) ** 2, axis=-1) <= 1.0
+    mask[38:42, :25, :] = False  # a slit 4 voxels wide
+    exact = close_mm(mask, 20.0, (1.0, 1.0, 1.0), voxels_per_radius=np.inf)
+    blocks = close_mm(mask, 20.0, (1.0, 1.0, 1.0))  # 20 voxels per radius: blocks of 2
+    assert np.all(blocks >= mask) and blocks[40, 15, 20] and exact[40, 15, 20]
+    assert not blocks[2, 2, 2]  # the box's corner, outside the ellipsoid, stays out
+    assert dice(blocks, exact) > 0.99
+    outline = mask & ~ndi.binary_erosion(mask)
+    assert np.array_equal(blocks[outline], exact[outline])
 
 
 def test_near_paths_matches_a_distance_transform_of_the_whole_region():
@@ -241,8 +251,8 @@ def test_cli_refuses_a_wrong_output_name(files, capsys):
 # -- real data ------------------------------------------------------------------------------------
 def test_benchmark_adapter_on_real_cases(shared_data):
     from ExtremeSegLib.evaluation import MethodOptions, discover_cases
+    from ExtremeSegLib.evaluation.methods import extreme_points_random_walker as benchmark_method
     from ExtremeSegLib.io.volumes import read_labelmap
-    from ExtremeSegLib.pseudolabel.extreme_points import benchmark_method
 
     case = discover_cases(shared_data / "hippocampus")[0]
     prediction = benchmark_method(case, MethodOptions(structures={"hippocampus": [1, 2]}))

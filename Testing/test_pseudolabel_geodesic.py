@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from ExtremeSegLib.errors import InputError
+from ExtremeSegLib.masks import block_mean
 from ExtremeSegLib.pseudolabel.geodesic import (
-    block_mean,
     extreme_point_paths,
     geodesic_cost,
     gradient_magnitude,

@@ -4,9 +4,10 @@ Paper 000 joins each pair of opposite extreme points by Dijkstra's shortest path
 gradient magnitude as the cost; paper 001 adds a Euclidean length term and scales both terms to 0..1
 automatically (``1/gamma_e`` = the largest distance from the start inside the tight box, ``1/gamma_g`` =
 the largest gradient magnitude there). Both are available here. Paths are found with scikit-image's
-``MCP_Geometric`` on the 26-neighbour grid, whose step lengths honour the voxel spacing: the cost of a
-step is its length in mm times the mean of the two voxels' costs, so a constant cost adds the
-Euclidean length and the gradient term is integrated along the path in mm.
+``MCP_Geometric`` (BSD; the GPL-licensed ``dijkstra3d`` was not an option) on the 26-neighbour grid, whose
+step lengths honour the voxel spacing: the cost of a step is its length in mm times the mean of the two
+voxels' costs, so a constant cost adds the Euclidean length and the gradient term is integrated along the
+path in mm. Large regions are searched coarse-to-fine (:func:`shortest_path`).
 
 An optional ``background_probability`` term (001's "deep geodesics", here from any probability map, e.g.
 a first random walker or a network) makes paths stay inside the object.
@@ -19,12 +20,25 @@ from scipy import ndimage as ndi
 from skimage.graph import MCP_Geometric
 
 from ..errors import InputError
+from ..masks import block_mean
 
 
 def gradient_magnitude(image: np.ndarray, spacing=(1.0, 1.0, 1.0), sigma_mm: float = 0.0) -> np.ndarray:
-    """|grad image| in intensity units per mm (central differences), after optional Gaussian smoothing.
+    """Gradient magnitude (central differences), after optional Gaussian smoothing.
 
-    ``sigma_mm``: smoothing standard deviation in mm (0 = none), converted per axis with ``spacing``.
+    Parameters
+    ----------
+    image : ndarray, shape (I, J, K)
+        Intensities (any units).
+    spacing : sequence of 3 floats, optional
+        Voxel size in mm along I, J, K: the differences are taken per mm.
+    sigma_mm : float, optional
+        Smoothing standard deviation in mm (0 = none), converted per axis with ``spacing``.
+
+    Returns
+    -------
+    ndarray of float32, shape (I, J, K)
+        ``|grad image|`` in intensity units per mm (0 along axes of length 1).
     """
     data = np.asarray(image, dtype=np.float32)
     spacing = np.asarray(spacing, dtype=float)
@@ -38,14 +52,39 @@ def geodesic_cost(image: np.ndarray, spacing=(1.0, 1.0, 1.0), start=None, euclid
                   gradient_weight: float = 1.0, auto_scale: bool = True, sigma_mm: float = 0.0,
                   background_probability: np.ndarray | None = None, background_weight: float = 1.0,
                   floor: float = 1e-3, gradient: np.ndarray | None = None) -> np.ndarray:
-    """Cost per mm of travel through each voxel (float32, same shape as ``image``).
+    """Cost per mm of travel through each voxel.
 
-    cost = euclidean_weight * gamma_e + gradient_weight * gamma_g * |grad image| + background_weight * P(bg) + floor
+    ``cost = euclidean_weight * gamma_e + gradient_weight * gamma_g * |grad image| + background_weight * P(bg)
+    + floor``. With ``auto_scale`` (paper 001) gamma_e = 1 / (largest distance in mm from ``start`` to any voxel
+    of the grid) and gamma_g = 1 / (largest gradient magnitude); otherwise both are 1. ``euclidean_weight=0``
+    gives paper 000's pure gradient cost.
 
-    With ``auto_scale`` (paper 001) gamma_e = 1 / (largest distance in mm from ``start`` (an index) to any
-    voxel of ``image``'s grid) and gamma_g = 1 / (largest gradient magnitude); otherwise both are 1.
-    ``euclidean_weight=0`` gives paper 000's pure gradient cost. ``floor`` keeps every step's cost positive.
-    ``gradient``: :func:`gradient_magnitude` of ``image`` if already computed (``sigma_mm`` is then unused).
+    Parameters
+    ----------
+    image : ndarray, shape (I, J, K)
+        Intensities the gradient term is computed from.
+    spacing : sequence of 3 floats, optional
+        Voxel size in mm along I, J, K (distances and gradients in mm).
+    start : sequence of 3 ints, optional
+        Voxel index the automatic Euclidean scale is measured from (default: the grid's diagonal).
+    euclidean_weight, gradient_weight : float, optional
+        Weights of the length and gradient terms.
+    auto_scale : bool, optional
+        Scale both terms to 0..1 as paper 001 does.
+    sigma_mm : float, optional
+        Gaussian smoothing (mm) before the gradient; unused when ``gradient`` is given.
+    background_probability : ndarray, shape (I, J, K), optional
+        P(background) per voxel (clipped to 0..1), weighted by ``background_weight``: keeps paths inside the object.
+    background_weight : float, optional
+    floor : float, optional
+        Added to every voxel so that each step's cost is positive.
+    gradient : ndarray, shape (I, J, K), optional
+        :func:`gradient_magnitude` of ``image`` if already computed.
+
+    Returns
+    -------
+    ndarray of float32, shape (I, J, K)
+        Cost per mm.
     """
     spacing = np.asarray(spacing, dtype=float)
     grad = gradient_magnitude(image, spacing, sigma_mm) if gradient is None else np.asarray(gradient, np.float32)
@@ -68,6 +107,7 @@ def geodesic_cost(image: np.ndarray, spacing=(1.0, 1.0, 1.0), start=None, euclid
 
 
 def _check_endpoints(cost: np.ndarray, start, end):
+    """``start`` and ``end`` as rounded index tuples; :class:`InputError` when one lies outside the grid."""
     start = tuple(int(v) for v in np.round(start))
     end = tuple(int(v) for v in np.round(end))
     for name, p in (("start", start), ("end", end)):
@@ -83,29 +123,32 @@ def _dijkstra(cost: np.ndarray, start, end, spacing) -> np.ndarray:
     return np.asarray(mcp.traceback(end), dtype=np.int64)
 
 
-def block_mean(array: np.ndarray, factors) -> np.ndarray:
-    """``array`` averaged over blocks of ``factors`` voxels per axis (the last, partial block of an axis too)."""
-    factors = tuple(int(f) for f in factors)
-    out = np.asarray(array, dtype=np.float64)
-    for axis, f in enumerate(factors):
-        if f > 1:
-            n = out.shape[axis]
-            edges = np.arange(0, n, f)
-            out = np.add.reduceat(out, edges, axis=axis) / np.diff(np.append(edges, n)).reshape(
-                [-1 if a == axis else 1 for a in range(out.ndim)])
-    return out
-
-
 def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0), coarse_factors=(1, 1, 1)) -> np.ndarray:
-    """Minimum-cost path from voxel ``start`` to voxel ``end`` (26-neighbour steps, lengths in mm).
+    """Minimum-cost path between two voxels (26-neighbour steps, step lengths in mm).
 
-    ``cost``: (I, J, K) cost per mm of travel, finite and > 0. A step's cost is its length in mm times the mean of
-    the two voxels' costs (scikit-image's ``MCP_Geometric``). ``coarse_factors``: (3,) whole numbers; above 1,
-    the path is first found on a grid of blocks of that many voxels per axis (block-mean cost, block size in
-    mm), then found again at full resolution inside the band of one block's largest size (mm) around it: the
-    full-resolution path where the coarse one found the right corridor, at a fraction of the time (the search
-    visits every voxel cheaper to reach than the end, most of the region). Returns (N, 3) int voxel indices,
-    ``start`` first and ``end`` last, consecutive voxels adjacent.
+    A step costs its length in mm times the mean of the two voxels' costs (scikit-image's ``MCP_Geometric``).
+    Dijkstra's search visits every voxel cheaper to reach than the end, most of the region; with
+    ``coarse_factors`` above 1 the path is first found on blocks of that many voxels per axis (block-mean cost,
+    block sizes in mm), then again at full resolution inside the band of one block's largest size around it:
+    the full-resolution path wherever the coarse one found the right corridor, at a fraction of the time
+    (within 5 % of the optimal cost on smooth random costs, ``Testing/test_pseudolabel_geodesic.py``).
+
+    Parameters
+    ----------
+    cost : ndarray, shape (I, J, K)
+        Cost per mm of each voxel (finite, positive), e.g. :func:`geodesic_cost`.
+    start, end : sequence of 3 numbers
+        Voxel indices (rounded) of the path's ends, inside the grid.
+    spacing : sequence of 3 floats, optional
+        Voxel size in mm per axis.
+    coarse_factors : sequence of 3 ints, optional
+        Block size per axis of the first, coarse search (all 1: one search at full resolution);
+        see :func:`path_grid_factors`.
+
+    Returns
+    -------
+    ndarray of int, shape (N, 3)
+        Voxel indices, ``start`` first and ``end`` last, consecutive voxels adjacent.
     """
     cost = np.asarray(cost, dtype=np.float64)
     start, end = _check_endpoints(cost, start, end)
@@ -127,18 +170,32 @@ def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0), coarse_
     lo = np.maximum(np.minimum(centres.min(0), np.minimum(start, end)) - reach, 0)
     hi = np.minimum(np.maximum(centres.max(0), np.maximum(start, end)) + reach + 1, cost.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    near = np.ones(tuple(hi - lo), dtype=bool)
-    near[tuple((np.vstack([centres, start, end]) - lo).T)] = False
-    band = ndi.distance_transform_edt(near, sampling=spacing) <= radius
+    away = np.ones(tuple(hi - lo), dtype=bool)
+    away[tuple((np.vstack([centres, start, end]) - lo).T)] = False
+    band = ndi.distance_transform_edt(away, sampling=spacing) <= radius
     local = np.where(band, cost[box], np.inf)
     return _dijkstra(local, tuple(np.asarray(start) - lo), tuple(np.asarray(end) - lo), spacing) + lo
 
 
 def path_grid_factors(spacing, size_mm: float, voxels_across: float) -> np.ndarray:
-    """Whole-number coarsening per axis so that ``size_mm`` still spans at least ``voxels_across`` blocks.
+    """Block sizes for the coarse path search: the object's size still spans ``voxels_across`` blocks.
 
-    A path only has to find the object's corridor at a fraction of its size; axes whose voxels are already that
-    coarse (thick slices) stay as they are. Returns (3,) ints >= 1.
+    A path only has to find the object's corridor at a fraction of the object's size; axes whose voxels are
+    already that coarse (thick slices) stay as they are.
+
+    Parameters
+    ----------
+    spacing : sequence of 3 floats
+        Voxel size in mm per axis.
+    size_mm : float
+        The object's size (mm), e.g. the smallest distance between opposite clicks.
+    voxels_across : float
+        Blocks the size must span (> 0).
+
+    Returns
+    -------
+    ndarray of int, shape (3,)
+        Whole numbers >= 1.
     """
     spacing = np.asarray(spacing, dtype=float)
     if not voxels_across > 0:
@@ -148,12 +205,26 @@ def path_grid_factors(spacing, size_mm: float, voxels_across: float) -> np.ndarr
 
 def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1.0, 1.0, 1.0),
                         coarse_factors=(1, 1, 1), **cost_params) -> list:
-    """The 3 paths joining each pair of opposite extreme points inside ``image``'s grid.
+    """The 3 minimum-cost paths joining each pair of opposite extreme points.
 
-    ``extreme_index``: (3, 2, 3) voxel indices of the pairs (as ``ExtremePoints.index``), rounded and clipped
-    to the grid. ``cost_params`` go to :func:`geodesic_cost` (the automatic scaling uses each path's start);
-    its ``gradient``, when given, saves computing :func:`gradient_magnitude` again (``sigma_mm`` is then unused).
-    ``coarse_factors``: see :func:`shortest_path`. Returns a list of 3 arrays (N_a, 3) of voxel indices.
+    Parameters
+    ----------
+    image : ndarray, shape (I, J, K)
+        Intensities.
+    extreme_index : ndarray, shape (3, 2, 3)
+        Voxel indices of the pairs (as ``ExtremePoints.index``), rounded and clipped to the grid.
+    spacing : sequence of 3 floats, optional
+        Voxel size in mm per axis.
+    coarse_factors : sequence of 3 ints, optional
+        See :func:`shortest_path`.
+    **cost_params
+        Passed to :func:`geodesic_cost` (the automatic scaling uses each path's start); its ``gradient``, when
+        given, saves computing :func:`gradient_magnitude` again (``sigma_mm`` is then unused).
+
+    Returns
+    -------
+    list of 3 ndarrays of int, shape (N_a, 3)
+        The paths' voxel indices, one per pair.
     """
     extreme_index = np.clip(np.round(np.asarray(extreme_index, dtype=float)), 0, np.asarray(image.shape) - 1)
     sigma_mm = cost_params.pop("sigma_mm", 0.0)
