@@ -9,6 +9,19 @@ from ..errors import InputError
 HELP = "make a pseudo-label segmentation from 6 extreme-point clicks (geodesic seeds + random walker)"
 
 
+def _distance_or_word(text: str):
+    """``--background-distance-mm``: a number of mm, ``auto`` or ``off``."""
+    word = text.strip().lower()
+    if word in ("auto", "off"):
+        return None if word == "off" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected a distance in mm, 'auto' or 'off', got {text!r}") from None
+
+
 def add_arguments(parser) -> None:
     import inspect
 
@@ -30,12 +43,14 @@ def add_arguments(parser) -> None:
                        help="relax the box through the clicks by this much; beyond it is background "
                             f"(default {DEFAULTS['box_margin_mm']})")
     group.add_argument("--path-radius-mm", type=float, default=DEFAULTS["path_radius_mm"],
-                       help="dilate the geodesic paths by this into foreground seeds (default: "
-                            f"{DEFAULTS['path_radius_fraction']:g} of the smallest extent between opposite clicks)")
-    group.add_argument("--background-distance-mm", type=float, default=DEFAULTS["background_distance_mm"],
-                       help="voxels farther than this from every path are background seeds (default: off)")
+                       help="dilate the geodesic paths by this into foreground seeds (default: chosen from the "
+                            "object's contrast, 6 %% or 10 %% of the smallest extent between opposite clicks)")
+    group.add_argument("--background-distance-mm", type=_distance_or_word, default=DEFAULTS["background_distance_mm"],
+                       help="voxels farther than this from every path are background seeds; 'off' for none "
+                            "(default auto: for a faint object, just beyond where a first walk puts it)")
     group.add_argument("--beta", type=float, default=DEFAULTS["beta"],
-                       help=f"random-walker edge sensitivity (default {DEFAULTS['beta']})")
+                       help="random-walker edge sensitivity (default: chosen from the object's contrast, "
+                            "600 for a clear object, 300 for a faint one)")
     group.add_argument("--intensity-prior-weight", type=float, default=DEFAULTS["intensity_prior_weight"],
                        help="pull towards the seeds' intensity model (0 = plain random walker; "
                             f"default {DEFAULTS['intensity_prior_weight']})")
@@ -77,12 +92,18 @@ def run(args) -> int:
         extreme = ExtremePoints.from_points(points_ras, image)
     except InputError as err:
         raise InputError(f"{args.points}: {err}") from None
+    chosen = {}
     label = extreme_points_pseudolabel(
         image, extreme, box_margin_mm=args.box_margin_mm, path_radius_mm=args.path_radius_mm,
         background_distance_mm=args.background_distance_mm, beta=args.beta,
         intensity_prior_weight=args.intensity_prior_weight, shape_prior_weight=args.shape_prior_weight,
-        conductance_power=args.conductance_power, convex=args.convex, solver=args.solver, device=args.device)
+        conductance_power=args.conductance_power, convex=args.convex, solver=args.solver, device=args.device,
+        chosen=chosen)
     mask = label.hard() == 1
+    background = chosen["background_distance_mm"]
+    print(f"settings: {'clear' if chosen['clear'] else 'faint'} object (contrast {chosen['contrast']:.2f} sd), "
+          f"beta {chosen['beta']:g}, seed paths {chosen['path_radius_mm']:.1f} mm, background seeds "
+          + ("off" if background is None else f"beyond {background:.1f} mm") + " of the paths")
     written = write_segmentation(args.out, image, [Segment(args.segment_name, mask)], overwrite=args.overwrite)
     print(f"wrote segment {args.segment_name!r} ({int(mask.sum())} voxels, "
           f"{float(mask.sum() * np.prod(image.spacing)) / 1000.0:.1f} ml) to {written}")

@@ -28,6 +28,7 @@ from ..annotations import ExtremePoints
 from ..errors import InputError
 from ..masks import close_mm, convex_slices, fill_enclosed_holes, keep_connected_to, normalise_intensities
 from ..volume import Volume
+from .adaptive import CLEAR_CONTRAST, background_reach_mm, path_contrast, regime
 from .cues import confidence_map
 from .geodesic import extreme_point_paths, gradient_magnitude, path_grid_factors
 from .label import PseudoLabel
@@ -162,17 +163,18 @@ def relaxed_box(points: ExtremePoints, image: Volume, margin_mm: float):
 
 
 def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_margin_mm: float = 1.0,
-                               path_radius_mm: float | None = None, path_radius_fraction: float = 0.06,
-                               background_distance_mm: float | None = None, euclidean_weight: float = 10.0,
+                               path_radius_mm: float | None = None, path_radius_fraction: float | None = None,
+                               background_distance_mm: float | str | None = "auto", euclidean_weight: float = 10.0,
                                gradient_weight: float = 1.0, auto_scale: bool = True, gradient_sigma_mm: float = 1.0,
                                path_intensity_weight: float = 1.0, path_intensity_rounds: int = 2,
                                path_voxels_across: float = 24.0,
-                               beta: float = 300.0, conductance_power: float = 1.0,
+                               beta: float | None = None, conductance_power: float = 1.0,
                                intensity_prior_weight: float = 0.0, shape_prior_weight: float = 0.0,
                                keep_connected: bool = True, closing_fraction: float = 0.25, fill_holes: bool = True,
                                convex: bool = False, trust: str = "all", solver: str = "auto", tol: float = 1e-3,
-                               device="cpu",
-                               memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT) -> PseudoLabel:
+                               device="cpu", clear_contrast: float = CLEAR_CONTRAST,
+                               memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT,
+                               chosen: dict | None = None) -> PseudoLabel:
     """Pseudo-label (background, foreground) of the object the 6 extreme points bound.
 
     Defaults were tuned on 40 hippocampus and 20 ACDC cases and hold for both (see
@@ -260,8 +262,11 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     image.require_finite()
     spacing = image.spacing
     size_mm = smallest_extent_mm(points)
-    if path_radius_mm is None:
-        path_radius_mm = max(1.0, path_radius_fraction * size_mm)
+    if isinstance(background_distance_mm, str) and background_distance_mm != "auto":
+        raise InputError(f"background_distance_mm must be a number of mm, 'auto' or None (off), "
+                         f"got {background_distance_mm!r}")
+    auto_background = background_distance_mm == "auto"
+    fixed_background = None if auto_background else background_distance_mm
 
     # Region = relaxed box plus one voxel of background all round (clipped at the image border).
     relaxed_lo, relaxed_hi = relaxed_box(points, image, box_margin_mm)
@@ -282,27 +287,35 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     factors = path_grid_factors(spacing, size_mm, path_voxels_across)
     gradient = gradient_magnitude(intensities, spacing, gradient_sigma_mm)  # shared by every re-routing round
 
-    def seeds_along(radius_mm, **cost):
+    def paths_and_seeds(radius_mm, **cost):
         paths = extreme_point_paths(intensities, clicks, spacing, factors, euclidean_weight=euclidean_weight,
                                     gradient_weight=gradient_weight, auto_scale=auto_scale, gradient=gradient, **cost)
         return paths, seeds_from_paths(shape, paths, spacing, relaxed_lo - lo, relaxed_hi - lo, radius_mm,
-                                       background_distance_mm)
+                                       fixed_background)
 
-    rounds = int(path_intensity_rounds) if path_intensity_weight > 0 else 0
     # paths that only feed the next round's intensity model need no dilation (the model takes the paths alone)
-    paths, seeds = seeds_along(path_radius_mm if rounds == 0 else 0.0)
+    paths, seeds = paths_and_seeds(0.0)
     if not np.any(seeds == 0):
         raise InputError(
             "the extreme points span the whole image, so no voxel is known to be background; "
             "crop the image with some margin around the object, or set background_distance_mm"
         )
-    for n in range(rounds):
+    for _ in range(int(path_intensity_rounds) if path_intensity_weight > 0 else 0):
         # the foreground model from the paths alone: their dilation reaches over the object's edge more often
         model = np.where(seeds == 0, 0, -1).astype(np.int16)
         model[tuple(np.concatenate(paths).T)] = 1
         unlike = 1.0 - intensity_likelihood_ratio(intensities, model)
-        paths, seeds = seeds_along(path_radius_mm if n == rounds - 1 else 0.0, background_probability=unlike,
-                                   background_weight=path_intensity_weight)
+        paths, seeds = paths_and_seeds(0.0, background_probability=unlike, background_weight=path_intensity_weight)
+
+    # settings left to the data (adaptive.py): the object's contrast along its final paths picks the regime
+    contrast = path_contrast(intensities, paths)
+    picked = regime(contrast, clear_contrast)
+    beta = picked["beta"] if beta is None else beta
+    if path_radius_mm is None:
+        fraction = picked["path_radius_fraction"] if path_radius_fraction is None else path_radius_fraction
+        path_radius_mm = max(1.0, fraction * size_mm)
+    seeds = seeds_from_paths(shape, paths, spacing, relaxed_lo - lo, relaxed_hi - lo, path_radius_mm,
+                             fixed_background)
     prior, prior_weight = None, intensity_prior_weight + shape_prior_weight
     if prior_weight > 0:
         likely = np.zeros(shape)
@@ -312,8 +325,22 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
             likely += shape_prior_weight * confidence_map(points, region)
         likely /= prior_weight
         prior = np.stack([1.0 - likely, likely])
-    probs = random_walker(intensities, seeds, spacing, beta=beta, solver=solver, tol=tol, device=device,
-                          prior=prior, prior_weight=prior_weight, conductance_power=conductance_power)
+
+    def walk():
+        return random_walker(intensities, seeds, spacing, beta=beta, solver=solver, tol=tol, device=device,
+                             prior=prior, prior_weight=prior_weight, conductance_power=conductance_power)
+
+    background_distance_mm = fixed_background
+    if auto_background and not picked["clear"]:
+        # a faint object leaks: background seeds just beyond where a first walk puts it
+        first = keep_connected_to(walk()[1] > 0.5, seeds == 1)
+        background_distance_mm = background_reach_mm(first, paths, spacing)
+        seeds[(seeds < 0) & ~near_paths(shape, paths, spacing, background_distance_mm)] = 0
+    probs = walk()
+    if chosen is not None:
+        chosen.update({"contrast": contrast, "clear": picked["clear"], "beta": float(beta),
+                       "path_radius_mm": float(path_radius_mm), "background_distance_mm": background_distance_mm,
+                       "convex": bool(convex), "path_grid_factors": [int(f) for f in factors]})
     fg = postprocess(probs[1], seeds, spacing, keep_connected, fill_holes, closing_fraction * size_mm, convex)
 
     full = np.zeros(image.shape, dtype=np.float32)

@@ -38,7 +38,9 @@ class ExtremePointsRecipe(Recipe):
         if len(config.classes) != 1:
             raise InputError(f"the extreme_points recipe segments one object per case (6 clicks bound one object); "
                              f"the config lists {len(config.classes)} classes")
-        accepted = set(inspect.signature(extreme_points_pseudolabel).parameters) - {"image", "points", "device"}
+        # every maker keyword but its inputs and its report of what it chose
+        accepted = set(inspect.signature(extreme_points_pseudolabel).parameters) - {"image", "points", "device",
+                                                                                     "chosen"}
         unknown = sorted(set(config.pseudolabel) - accepted)
         if unknown:
             raise InputError(f"unknown pseudolabel parameter {unknown[0]!r}; known: {', '.join(sorted(accepted))}")
