@@ -94,6 +94,8 @@ def test_cli_prints_the_settings_and_takes_off_for_the_background(tmp_path, brig
     assert "faint object" in capsys.readouterr().out
     assert main(argv + ["--out", str(tmp_path / "b.seg.nrrd"), "--background-distance-mm", "off"]) == 0
     assert "background seeds off" in capsys.readouterr().out
+    assert main(argv + ["--out", str(tmp_path / "d.seg.nrrd"), "--no-convex"]) == 0
+    assert "convex slices off" in capsys.readouterr().out
     with pytest.raises(SystemExit) as stop:
         main(argv + ["--out", str(tmp_path / "c.seg.nrrd"), "--background-distance-mm", "near"])
     assert stop.value.code == 2

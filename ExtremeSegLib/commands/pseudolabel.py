@@ -23,6 +23,7 @@ def _distance_or_word(text: str):
 
 
 def add_arguments(parser) -> None:
+    import argparse
     import inspect
 
     from ..pseudolabel.extreme_points import extreme_points_pseudolabel
@@ -60,9 +61,10 @@ def add_arguments(parser) -> None:
     group.add_argument("--conductance-power", type=float, default=DEFAULTS["conductance_power"],
                        help="random-walker coupling across thick slices: (finest/this spacing)^power "
                             f"(default {DEFAULTS['conductance_power']})")
-    group.add_argument("--convex", action="store_true",
+    group.add_argument("--convex", action=argparse.BooleanOptionalAction, default=DEFAULTS["convex"],
                        help="shape prior: each slice across the thickest axis becomes its convex hull (for objects "
-                            "convex in those slices, e.g. the left ventricle's cavity; not for rings or curved ones)")
+                            "convex in those slices, e.g. the left ventricle's cavity; not for rings or curved ones; "
+                            "default: taken for a clear object whose hulls add at most a quarter)")
     group.add_argument("--solver", choices=SOLVERS, default="auto", help="random-walker solver (default auto)")
     group.add_argument("--device", default="cpu", help="torch device for the cg_torch solver (default cpu)")
 
@@ -103,7 +105,8 @@ def run(args) -> int:
     background = chosen["background_distance_mm"]
     print(f"settings: {'clear' if chosen['clear'] else 'faint'} object (contrast {chosen['contrast']:.2f} sd), "
           f"beta {chosen['beta']:g}, seed paths {chosen['path_radius_mm']:.1f} mm, background seeds "
-          + ("off" if background is None else f"beyond {background:.1f} mm") + " of the paths")
+          + ("off" if background is None else f"beyond {background:.1f} mm of the paths")
+          + f", convex slices {'on' if chosen['convex'] else 'off'}")
     written = write_segmentation(args.out, image, [Segment(args.segment_name, mask)], overwrite=args.overwrite)
     print(f"wrote segment {args.segment_name!r} ({int(mask.sum())} voxels, "
           f"{float(mask.sum() * np.prod(image.spacing)) / 1000.0:.1f} ml) to {written}")

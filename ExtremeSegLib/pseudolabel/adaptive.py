@@ -31,7 +31,9 @@ from scipy import ndimage as ndi
 CLEAR_CONTRAST = 1.5
 #: per regime: random-walker beta and seed-path radius as a fraction of the smallest click distance
 CLEAR = {"beta": 600.0, "path_radius_fraction": 0.1}
-FAINT = {"beta": 300.0, "path_radius_fraction": 0.06}
+FAINT = {"beta": 300.0, "path_radius_fraction": 0.0}
+#: the convex-slices prior is taken for a clear object whose hull adds at most this share of its first label
+CONVEX_MIN_SOLIDITY = 0.8
 
 
 def path_contrast(intensities: np.ndarray, paths, end_fraction: float = 0.15) -> float:
@@ -104,3 +106,27 @@ def background_reach_mm(first_foreground: np.ndarray, paths, spacing) -> float:
     away = np.ones(first_foreground.shape, dtype=bool)
     away[tuple(np.concatenate(paths).T)] = False
     return float(ndi.distance_transform_edt(away, sampling=spacing)[first_foreground].max())
+
+
+def wants_convex(clear: bool, solidity: float, min_solidity: float = CONVEX_MIN_SOLIDITY) -> bool:
+    """Whether the convex-slices prior (:func:`ExtremeSegLib.masks.convex_slices`) suits the object.
+
+    A clear object's pseudo-label follows its edges, so what its slices' convex hulls add is what the walker cut
+    out of a clearly bounded cavity (a ventricle's trabeculae and papillary muscles, darker than its blood) and
+    the notches between them; a faint object's concavities are its own shape (the hippocampus's curve loses a
+    tenth of its Dice to the hull). A hull that would add more than a quarter of the label (``solidity`` below
+    ``min_solidity``) marks a crescent or a ring, which keeps its shape.
+
+    Parameters
+    ----------
+    clear : bool
+        The regime of :func:`regime`.
+    solidity : float
+        The first pseudo-label's voxels / its slices' convex hulls' voxels (0..1].
+    min_solidity : float, optional
+
+    Returns
+    -------
+    bool
+    """
+    return bool(clear and solidity >= min_solidity)

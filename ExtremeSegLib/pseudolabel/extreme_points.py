@@ -28,7 +28,7 @@ from ..annotations import ExtremePoints
 from ..errors import InputError
 from ..masks import close_mm, convex_slices, fill_enclosed_holes, keep_connected_to, normalise_intensities
 from ..volume import Volume
-from .adaptive import CLEAR_CONTRAST, background_reach_mm, path_contrast, regime
+from .adaptive import CLEAR_CONTRAST, background_reach_mm, path_contrast, regime, wants_convex
 from .cues import confidence_map
 from .geodesic import extreme_point_paths, gradient_magnitude, path_grid_factors
 from .label import PseudoLabel
@@ -171,7 +171,7 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
                                beta: float | None = None, conductance_power: float = 1.0,
                                intensity_prior_weight: float = 0.0, shape_prior_weight: float = 0.0,
                                keep_connected: bool = True, closing_fraction: float = 0.25, fill_holes: bool = True,
-                               convex: bool = False, trust: str = "all", solver: str = "auto", tol: float = 1e-3,
+                               convex: bool | str = "auto", trust: str = "all", solver: str = "auto", tol: float = 1e-3,
                                device="cpu", clear_contrast: float = CLEAR_CONTRAST,
                                memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT,
                                chosen: dict | None = None) -> PseudoLabel:
@@ -194,9 +194,12 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         ``path_radius_fraction`` of the smallest distance between opposite clicks, at least 1 mm (paper 000 notes
         that the dilation depends on the organ's size).
     path_radius_fraction : float, optional
-    background_distance_mm : float, optional
+        ``None`` (default): chosen from the object's contrast (:mod:`.adaptive`: 0.1 for a clear object, 0 -- the
+        1 mm floor -- for a faint one).
+    background_distance_mm : float or "auto" or None, optional
         Voxels farther than this (mm) from every path are background seeds too (``None``: off; paper 000 uses
-        30 mm for spleen and liver).
+        30 mm for spleen and liver). ``"auto"`` (default): off for a clear object; for a faint one, just beyond
+        the farthest voxel a first walk puts in the object (:func:`.adaptive.background_reach_mm`; one more walk).
     euclidean_weight, gradient_weight, auto_scale : optional
         The path cost terms (:func:`.geodesic.geodesic_cost`), each scaled to 0..1 by paper 001's automatic
         policy, then weighted (a Euclidean weight of 10 keeps the paths from running round the object along its
@@ -218,8 +221,9 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         (:func:`.geodesic.shortest_path`); objects smaller than that in voxels (hippocampus, ACDC) are searched at
         full resolution. The search visits most of the region, so this sets the paths' time on large regions.
     beta : float, optional
-        Random-walker edge sensitivity (paper 000: 130 with scikit-image's convention; 300 measured better
-        here); the walker (:func:`.random_walker.random_walker`) runs on intensities normalised to 0..1 in the region.
+        Random-walker edge sensitivity (paper 000: 130 with scikit-image's convention); the walker
+        (:func:`.random_walker.random_walker`) runs on intensities normalised to 0..1 in the region. ``None``
+        (default): chosen from the object's contrast (:mod:`.adaptive`: 600 clear, 300 faint).
     conductance_power : float, optional
         Coupling across thick slices (1 measured best on ACDC; 2 = diffusion in mm, 0 = per voxel).
     intensity_prior_weight : float, optional
@@ -234,16 +238,23 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         wall).
     fill_holes : bool, optional
         Fill enclosed holes (3D and per slice across the coarsest axis).
-    convex : bool, optional
-        A shape prior, off by default: each slice across the coarsest axis becomes its convex hull
-        (:func:`convex_slices`; for objects convex in those slices, e.g. the left ventricle's cavity, never for
-        the myocardium's ring).
+    convex : bool or "auto", optional
+        A shape prior: each slice across the coarsest axis becomes its convex hull (:func:`convex_slices`; for
+        objects convex in those slices, e.g. the left ventricle's cavity, never for the myocardium's ring).
+        ``"auto"`` (default): taken for a clear object whose hulls add at most a quarter of its label
+        (:func:`.adaptive.wants_convex`).
     trust : {"all", "seeds"}, optional
         Weight 1 everywhere, or weight 1 on seeds only.
     solver, tol, device : optional
         Passed to the random walker.
+    clear_contrast : float, optional
+        Contrast along the paths (region standard deviations) from which an object counts as clear
+        (:func:`.adaptive.regime`).
     memory_limit_bytes : int, optional
         :class:`InputError` when the random walker's estimated memory for the region exceeds it.
+    chosen : dict, optional
+        Filled with what the maker chose: ``contrast``, ``clear``, ``beta``, ``path_radius_mm``,
+        ``background_distance_mm`` (None = off), ``convex``, ``path_grid_factors``.
 
     Returns
     -------
@@ -253,6 +264,8 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     """
     if trust not in ("all", "seeds"):
         raise InputError(f"trust must be 'all' or 'seeds', got {trust!r}")
+    if convex not in (True, False, "auto"):
+        raise InputError(f"convex must be true, false or 'auto', got {convex!r}")
     for name, value in (("box_margin_mm", box_margin_mm), ("path_radius_mm", path_radius_mm),
                         ("closing_fraction", closing_fraction), ("path_intensity_weight", path_intensity_weight)):
         if value is not None and not value >= 0:
@@ -337,11 +350,19 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         background_distance_mm = background_reach_mm(first, paths, spacing)
         seeds[(seeds < 0) & ~near_paths(shape, paths, spacing, background_distance_mm)] = 0
     probs = walk()
+    fg = postprocess(probs[1], seeds, spacing, keep_connected, fill_holes, closing_fraction * size_mm)
+    if convex in (True, "auto"):
+        hard = fg > 0.5
+        hull = convex_slices(hard, spacing)
+        solidity = float(hard.sum() / max(int(hull.sum()), 1))
+        if convex == "auto":
+            convex = wants_convex(picked["clear"], solidity)
+        if convex:
+            fg[hull & ~hard & (seeds != 0)] = 1.0
     if chosen is not None:
         chosen.update({"contrast": contrast, "clear": picked["clear"], "beta": float(beta),
                        "path_radius_mm": float(path_radius_mm), "background_distance_mm": background_distance_mm,
                        "convex": bool(convex), "path_grid_factors": [int(f) for f in factors]})
-    fg = postprocess(probs[1], seeds, spacing, keep_connected, fill_holes, closing_fraction * size_mm, convex)
 
     full = np.zeros(image.shape, dtype=np.float32)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
