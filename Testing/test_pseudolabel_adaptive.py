@@ -11,7 +11,16 @@ from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.io.markups import write_points
 from ExtremeSegLib.io.volumes import write_volume
 from ExtremeSegLib.metrics import dice
-from ExtremeSegLib.pseudolabel.adaptive import CLEAR, CLEAR_CONTRAST, FAINT, background_reach_mm, path_contrast, regime
+from ExtremeSegLib.pseudolabel.adaptive import (
+    CLEAR,
+    CLEAR_CONTRAST,
+    FAINT,
+    background_reach_mm,
+    has_thick_slices,
+    path_contrast,
+    regime,
+    wants_convex,
+)
 from ExtremeSegLib.pseudolabel.extreme_points import extreme_points_pseudolabel
 from ExtremeSegLib.simulate import simulate_extreme_points
 
@@ -34,6 +43,15 @@ def test_regime_switches_at_the_threshold():
     assert regime(CLEAR_CONTRAST) == {"clear": True, **CLEAR}
     assert regime(CLEAR_CONTRAST - 1e-6) == {"clear": False, **FAINT}
     assert regime(1.0, clear_contrast=0.5)["clear"]
+
+
+def test_convex_slices_only_for_clear_solid_objects_on_thick_slices():
+    cine = (1.4, 1.4, 10.0)
+    assert has_thick_slices(cine) and not has_thick_slices((1.0, 1.0, 1.5))
+    assert wants_convex(True, 0.95, cine)
+    assert not wants_convex(False, 0.95, cine)  # faint: its concavities are its shape
+    assert not wants_convex(True, 0.6, cine)  # a crescent or a ring
+    assert not wants_convex(True, 0.95, (0.8, 0.8, 0.8))  # no slices to be convex in
 
 
 def test_background_reach_is_the_farthest_first_foreground_voxel():

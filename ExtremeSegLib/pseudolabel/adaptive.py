@@ -108,14 +108,22 @@ def background_reach_mm(first_foreground: np.ndarray, paths, spacing) -> float:
     return float(ndi.distance_transform_edt(away, sampling=spacing)[first_foreground].max())
 
 
-def wants_convex(clear: bool, solidity: float, min_solidity: float = CONVEX_MIN_SOLIDITY) -> bool:
+def has_thick_slices(spacing, ratio: float = 2.0) -> bool:
+    """Whether the image is a stack of slices: its coarsest voxel size is at least ``ratio`` times its finest."""
+    spacing = np.asarray(spacing, dtype=float)
+    return bool(spacing.max() >= ratio * spacing.min())
+
+
+def wants_convex(clear: bool, solidity: float, spacing, min_solidity: float = CONVEX_MIN_SOLIDITY) -> bool:
     """Whether the convex-slices prior (:func:`ExtremeSegLib.masks.convex_slices`) suits the object.
 
-    A clear object's pseudo-label follows its edges, so what its slices' convex hulls add is what the walker cut
-    out of a clearly bounded cavity (a ventricle's trabeculae and papillary muscles, darker than its blood) and
-    the notches between them; a faint object's concavities are its own shape (the hippocampus's curve loses a
-    tenth of its Dice to the hull). A hull that would add more than a quarter of the label (``solidity`` below
-    ``min_solidity``) marks a crescent or a ring, which keeps its shape.
+    The prior belongs to stacks of thick slices (:func:`has_thick_slices`; a short-axis cine), where each slice is
+    a 2D picture of the object; on a near-isotropic volume the slicing axis would be arbitrary. A clear object's
+    pseudo-label follows its edges, so what its slices' convex hulls add is what the walker cut out of a clearly
+    bounded cavity (a ventricle's trabeculae and papillary muscles, darker than its blood) and the notches
+    between them; a faint object's concavities are its own shape (the hippocampus's curve loses a tenth of its
+    Dice to the hulls). Hulls that would add more than a quarter of the label (``solidity`` below
+    ``min_solidity``) mark a crescent or a ring, which keeps its shape.
 
     Parameters
     ----------
@@ -123,10 +131,12 @@ def wants_convex(clear: bool, solidity: float, min_solidity: float = CONVEX_MIN_
         The regime of :func:`regime`.
     solidity : float
         The first pseudo-label's voxels / its slices' convex hulls' voxels (0..1].
+    spacing : sequence of 3 floats
+        Voxel size in mm per axis.
     min_solidity : float, optional
 
     Returns
     -------
     bool
     """
-    return bool(clear and solidity >= min_solidity)
+    return bool(clear and has_thick_slices(spacing) and solidity >= min_solidity)

@@ -28,7 +28,7 @@ from ..annotations import ExtremePoints
 from ..errors import InputError
 from ..masks import close_mm, convex_slices, fill_enclosed_holes, keep_connected_to, normalise_intensities
 from ..volume import Volume
-from .adaptive import CLEAR_CONTRAST, background_reach_mm, path_contrast, regime, wants_convex
+from .adaptive import CLEAR_CONTRAST, background_reach_mm, has_thick_slices, path_contrast, regime, wants_convex
 from .cues import confidence_map
 from .geodesic import extreme_point_paths, gradient_magnitude, path_grid_factors
 from .label import PseudoLabel
@@ -241,8 +241,8 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     convex : bool or "auto", optional
         A shape prior: each slice across the coarsest axis becomes its convex hull (:func:`convex_slices`; for
         objects convex in those slices, e.g. the left ventricle's cavity, never for the myocardium's ring).
-        ``"auto"`` (default): taken for a clear object whose hulls add at most a quarter of its label
-        (:func:`.adaptive.wants_convex`).
+        ``"auto"`` (default): taken for a clear object on thick slices whose hulls add at most a quarter of its
+        label (:func:`.adaptive.wants_convex`).
     trust : {"all", "seeds"}, optional
         Weight 1 everywhere, or weight 1 on seeds only.
     solver, tol, device : optional
@@ -351,12 +351,13 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         seeds[(seeds < 0) & ~near_paths(shape, paths, spacing, background_distance_mm)] = 0
     probs = walk()
     fg = postprocess(probs[1], seeds, spacing, keep_connected, fill_holes, closing_fraction * size_mm)
-    if convex in (True, "auto"):
+    if convex == "auto" and not (picked["clear"] and has_thick_slices(spacing)):
+        convex = False  # the hulls are only worth computing where the rule could take them
+    if convex:
         hard = fg > 0.5
         hull = convex_slices(hard, spacing)
-        solidity = float(hard.sum() / max(int(hull.sum()), 1))
         if convex == "auto":
-            convex = wants_convex(picked["clear"], solidity)
+            convex = wants_convex(picked["clear"], float(hard.sum() / max(int(hull.sum()), 1)), spacing)
         if convex:
             fg[hull & ~hard & (seeds != 0)] = 1.0
     if chosen is not None:
