@@ -43,15 +43,15 @@ def test_regime_switches_at_the_threshold():
     assert regime(CLEAR_CONTRAST) == {"clear": True, **CLEAR}
     assert regime(CLEAR_CONTRAST - 1e-6) == {"clear": False, **FAINT}
     assert regime(1.0, clear_contrast=0.5)["clear"]
+    assert regime(0.2, (1.4, 1.4, 10.0))["clear"]  # thick slices: the clear settings whatever the contrast
 
 
-def test_convex_slices_only_for_clear_solid_objects_on_thick_slices():
+def test_convex_slices_only_for_solid_objects_on_thick_slices():
     cine = (1.4, 1.4, 10.0)
     assert has_thick_slices(cine) and not has_thick_slices((1.0, 1.0, 1.5))
-    assert wants_convex(True, 0.95, cine)
-    assert not wants_convex(False, 0.95, cine)  # faint: its concavities are its shape
-    assert not wants_convex(True, 0.6, cine)  # a crescent or a ring
-    assert not wants_convex(True, 0.95, (0.8, 0.8, 0.8))  # no slices to be convex in
+    assert wants_convex(0.95, cine)
+    assert not wants_convex(0.8, cine)  # a crescent or a ring
+    assert not wants_convex(0.95, (0.8, 0.8, 0.8))  # no slices to be convex in
 
 
 def test_background_reach_is_the_farthest_first_foreground_voxel():

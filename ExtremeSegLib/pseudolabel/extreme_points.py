@@ -177,8 +177,9 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
                                chosen: dict | None = None) -> PseudoLabel:
     """Pseudo-label (background, foreground) of the object the 6 extreme points bound.
 
-    Defaults were tuned on 40 hippocampus and 20 ACDC cases and hold for both (see
-    ``benchmarks/results/pseudolabel_extreme.md``).
+    The settings a user does not give are chosen from the image and the clicks (``beta``, the seed paths'
+    radius, the background seeds, the convex prior: :mod:`.adaptive`), so one set of defaults serves the
+    hippocampus and ACDC alike (``benchmarks/results/pseudolabel_defaults.md``); explicit values override.
 
     Parameters
     ----------
@@ -194,8 +195,8 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         ``path_radius_fraction`` of the smallest distance between opposite clicks, at least 1 mm (paper 000 notes
         that the dilation depends on the organ's size).
     path_radius_fraction : float, optional
-        ``None`` (default): chosen from the object's contrast (:mod:`.adaptive`: 0.1 for a clear object, 0 -- the
-        1 mm floor -- for a faint one).
+        ``None`` (default): chosen from the object's contrast (:mod:`.adaptive`: 0.1 for a clear object, 0.04
+        for a faint one).
     background_distance_mm : float or "auto" or None, optional
         Voxels farther than this (mm) from every path are background seeds too (``None``: off; paper 000 uses
         30 mm for spleen and liver). ``"auto"`` (default): off for a clear object; for a faint one, just beyond
@@ -241,8 +242,8 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     convex : bool or "auto", optional
         A shape prior: each slice across the coarsest axis becomes its convex hull (:func:`convex_slices`; for
         objects convex in those slices, e.g. the left ventricle's cavity, never for the myocardium's ring).
-        ``"auto"`` (default): taken for a clear object on thick slices whose hulls add at most a quarter of its
-        label (:func:`.adaptive.wants_convex`).
+        ``"auto"`` (default): taken on stacks of thick slices where the label already fills 90 % of its slices'
+        hulls (:func:`.adaptive.wants_convex`).
     trust : {"all", "seeds"}, optional
         Weight 1 everywhere, or weight 1 on seeds only.
     solver, tol, device : optional
@@ -322,7 +323,7 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
 
     # settings left to the data (adaptive.py): the object's contrast along its final paths picks the regime
     contrast = path_contrast(intensities, paths)
-    picked = regime(contrast, clear_contrast)
+    picked = regime(contrast, spacing, clear_contrast)
     beta = picked["beta"] if beta is None else beta
     if path_radius_mm is None:
         fraction = picked["path_radius_fraction"] if path_radius_fraction is None else path_radius_fraction
@@ -351,13 +352,13 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         seeds[(seeds < 0) & ~near_paths(shape, paths, spacing, background_distance_mm)] = 0
     probs = walk()
     fg = postprocess(probs[1], seeds, spacing, keep_connected, fill_holes, closing_fraction * size_mm)
-    if convex == "auto" and not (picked["clear"] and has_thick_slices(spacing)):
+    if convex == "auto" and not has_thick_slices(spacing):
         convex = False  # the hulls are only worth computing where the rule could take them
     if convex:
         hard = fg > 0.5
         hull = convex_slices(hard, spacing)
         if convex == "auto":
-            convex = wants_convex(picked["clear"], float(hard.sum() / max(int(hull.sum()), 1)), spacing)
+            convex = wants_convex(float(hard.sum() / max(int(hull.sum()), 1)), spacing)
         if convex:
             fg[hull & ~hard & (seeds != 0)] = 1.0
     if chosen is not None:
