@@ -97,16 +97,18 @@ def summarise(rows) -> list:
     return table
 
 
-def write(table, command: str, every: int) -> None:
+def write(table, command: str, every: int, note: str = "") -> None:
     lines = ["# Extreme-point pseudo-labels: defaults vs tuned settings", "",
-             f"Command (every {every}th case of each split; under the shared CPU lock, 2 cores shared with other "
-             "jobs):", "", f"    {command}", "",
+             f"Command (every {every}th case of each split; the shared CPU lock, 2 cores shared with other jobs):",
+             "", f"    {command}", "", *([f"Note on this run: {note}.", ""] if note else []),
              "`tuned`: the per-data-set settings of `benchmarks/pseudolabel_extreme.py` (shown per row). `defaults`: "
              "no option, the settings the maker chooses from the data (`ExtremeSegLib/pseudolabel/adaptive.py`): "
-             "a clear object (contrast along its paths >= 1.5 region standard deviations) gets beta 600 and seed "
-             "paths of 10 % of its smallest click distance, a faint one beta 300, 6 % and background seeds just "
-             "beyond where a first walk puts it. Clear: share of cases that counted as clear. Mean Dice over "
-             f"cases; the target is defaults >= tuned - {TOLERANCE}.", "",
+             "on near-isotropic volumes a clear object (contrast along its paths >= 1.5 region standard "
+             "deviations) gets beta 600 and seed paths of 10 % of its smallest click distance, a faint one beta "
+             "300, 4 % (at least 1 mm) and background seeds just beyond where a first walk puts it; stacks of "
+             "thick slices always get the clear settings, and the convex-slices prior where the first label fills "
+             "90 % of its slices' hulls. Clear: share of cases that got the clear settings; contrast: the measure. "
+             f"Mean Dice over cases, exact clicks; the target is defaults >= tuned - {TOLERANCE}.", "",
              "| data set | structure | split | click noise mm | cases | tuned | defaults | defaults - tuned | "
              "within 0.01 | clear | contrast min-max | s/case tuned / defaults | tuned settings |",
              "|---" * 13 + "|"]
@@ -131,6 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--every", type=int, default=1, help="every N-th case of each split (default 1: all)")
     parser.add_argument("--noise", type=float, action="append", help="click noise levels in mm (default 0)")
     parser.add_argument("--fresh", action="store_true", help="forget the rows of earlier runs")
+    parser.add_argument("--note", default="", help="how this run deviated from the usual conditions (printed)")
     args = parser.parse_args(argv)
     command = benchmark_command("benchmarks/pseudolabel_defaults.py", argv)
     ROWS.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +155,7 @@ def main(argv=None) -> int:
                     rows += new
                     print(name, subset, " ".join(f"{r['structure']} {r['dice']['tuned']:.3f}/"
                                                  f"{r['dice']['defaults']:.3f}" for r in new), flush=True)
-    write(summarise(rows), command, args.every)
+    write(summarise(rows), command, args.every, args.note)
     print(f"wrote {RESULTS / 'pseudolabel_defaults.md'}")
     return 0
 
