@@ -45,13 +45,14 @@ def add_arguments(parser) -> None:
                             f"(default {DEFAULTS['box_margin_mm']})")
     group.add_argument("--path-radius-mm", type=float, default=DEFAULTS["path_radius_mm"],
                        help="dilate the geodesic paths by this into foreground seeds (default: chosen from the "
-                            "object's contrast, 6 %% or 10 %% of the smallest extent between opposite clicks)")
+                            "object's contrast and slices, 4 %% or 10 %% of the smallest extent between opposite "
+                            "clicks)")
     group.add_argument("--background-distance-mm", type=_distance_or_word, default=DEFAULTS["background_distance_mm"],
                        help="voxels farther than this from every path are background seeds; 'off' for none "
                             "(default auto: for a faint object, just beyond where a first walk puts it)")
     group.add_argument("--beta", type=float, default=DEFAULTS["beta"],
-                       help="random-walker edge sensitivity (default: chosen from the object's contrast, "
-                            "600 for a clear object, 300 for a faint one)")
+                       help="random-walker edge sensitivity (default: chosen from the object's contrast and slices, "
+                            "600 for a clear object or thick slices, 300 for a faint object)")
     group.add_argument("--intensity-prior-weight", type=float, default=DEFAULTS["intensity_prior_weight"],
                        help="pull towards the seeds' intensity model (0 = plain random walker; "
                             f"default {DEFAULTS['intensity_prior_weight']})")
@@ -64,7 +65,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--convex", action=argparse.BooleanOptionalAction, default=DEFAULTS["convex"],
                        help="shape prior: each slice across the thickest axis becomes its convex hull (for objects "
                             "convex in those slices, e.g. the left ventricle's cavity; not for rings or curved ones; "
-                            "default: taken for a clear object whose hulls add at most a quarter)")
+                            "default: taken on thick slices where the first label fills 90 %% of its slices' hulls)")
     group.add_argument("--solver", choices=SOLVERS, default="auto", help="random-walker solver (default auto)")
     group.add_argument("--device", default="cpu", help="torch device for the cg_torch solver (default cpu)")
 
