@@ -132,12 +132,13 @@ def test_block_mean_averages_whole_and_partial_blocks():
     assert out[2, 1, 2] == pytest.approx(array[4:5, 2:4, 2].mean())  # the last, partial block along I
 
 
-def test_path_grid_factors_follow_object_size_and_leave_thick_axes():
-    assert list(path_grid_factors((1.0, 1.0, 1.0), 90.0, 24)) == [3, 3, 3]
-    assert list(path_grid_factors((1.5, 1.5, 10.0), 45.0, 24)) == [1, 1, 1]  # a ventricle on ACDC: full grid
-    assert list(path_grid_factors((0.5, 0.5, 5.0), 60.0, 24)) == [5, 5, 1]
-    with pytest.raises(InputError, match="voxels_across"):
-        path_grid_factors((1.0, 1.0, 1.0), 90.0, 0)
+def test_path_grid_factors_coarsen_only_large_regions_and_keep_the_object_resolved():
+    assert list(path_grid_factors((60, 60, 10), (1.4, 1.4, 10.0), 60.0)) == [1, 1, 1]  # ACDC: searched whole
+    assert list(path_grid_factors((200, 150, 90), (1.0, 1.0, 1.0), 86.0)) == [3, 3, 3]  # 27 times fewer
+    assert list(path_grid_factors((400, 400, 40), (0.5, 0.5, 5.0), 120.0)) == [4, 4, 1]  # thick slices stay
+    assert list(path_grid_factors((200, 150, 90), (1.0, 1.0, 1.0), 30.0)) == [1, 1, 1]  # a small object in it
+    with pytest.raises(InputError, match="max_voxels"):
+        path_grid_factors((200, 150, 90), (1.0, 1.0, 1.0), 90.0, max_voxels=0)
 
 
 def test_bad_coarse_factors_are_refused():

@@ -167,7 +167,7 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
                                background_distance_mm: float | str | None = "auto", euclidean_weight: float = 10.0,
                                gradient_weight: float = 1.0, auto_scale: bool = True, gradient_sigma_mm: float = 1.0,
                                path_intensity_weight: float = 1.0, path_intensity_rounds: int = 2,
-                               path_voxels_across: float = 24.0,
+                               path_search_voxels: int = 100_000,
                                beta: float | None = None, conductance_power: float = 1.0,
                                intensity_prior_weight: float = 0.0, shape_prior_weight: float = 0.0,
                                keep_connected: bool = True, closing_fraction: float = 0.25, fill_holes: bool = True,
@@ -216,11 +216,11 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         0.854 (docs/benchmarks.md); it costs one more Dijkstra per path and round, about double the maker's time
         on large regions.
     path_intensity_rounds : int, optional
-    path_voxels_across : float, optional
-        Paths are searched on a grid coarsened by whole blocks of voxels until the smallest click distance spans
-        this many blocks, then refined at full resolution in a band around the coarse path
-        (:func:`.geodesic.shortest_path`); objects smaller than that in voxels (hippocampus, ACDC) are searched at
-        full resolution. The search visits most of the region, so this sets the paths' time on large regions.
+    path_search_voxels : int, optional
+        Regions with more voxels are searched for paths on blocks of whole voxels making about this many, then
+        the paths are refined at full resolution in a band around the coarse ones
+        (:func:`.geodesic.path_grid_factors`, :func:`.geodesic.shortest_path`): the search visits most of the
+        region, so this bounds the paths' time on large regions (the hippocampus and ACDC are searched whole).
     beta : float, optional
         Random-walker edge sensitivity (paper 000: 130 with scikit-image's convention); the walker
         (:func:`.random_walker.random_walker`) runs on intensities normalised to 0..1 in the region. ``None``
@@ -298,7 +298,7 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     intensities = normalise_intensities(region.array)
 
     clicks = points.index(image) - lo
-    factors = path_grid_factors(spacing, size_mm, path_voxels_across)
+    factors = path_grid_factors(shape, spacing, size_mm, path_search_voxels)
     gradient = gradient_magnitude(intensities, spacing, gradient_sigma_mm)  # shared by every re-routing round
 
     def paths_and_seeds(radius_mm, **cost):

@@ -177,20 +177,28 @@ def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0), coarse_
     return _dijkstra(local, tuple(np.asarray(start) - lo), tuple(np.asarray(end) - lo), spacing) + lo
 
 
-def path_grid_factors(spacing, size_mm: float, voxels_across: float) -> np.ndarray:
-    """Block sizes for the coarse path search: the object's size still spans ``voxels_across`` blocks.
+def path_grid_factors(shape, spacing, size_mm: float, max_voxels: int = 100_000,
+                      voxels_across: float = 24.0) -> np.ndarray:
+    """Block sizes for the coarse path search of a large region.
 
-    A path only has to find the object's corridor at a fraction of the object's size; axes whose voxels are
-    already that coarse (thick slices) stay as they are.
+    Dijkstra's search visits most of the region, so a region of more than ``max_voxels`` voxels is searched on
+    blocks of about equal size in mm that make about that many (finer axes are coarsened first, thick slices
+    stay as they are), but never so coarse that the object's size spans fewer than ``voxels_across`` blocks: the
+    coarse path only has to find the object's corridor. Regions of up to ``max_voxels`` (the hippocampus, ACDC's
+    structures) are searched at full resolution.
 
     Parameters
     ----------
+    shape : sequence of 3 ints
+        The region's shape.
     spacing : sequence of 3 floats
         Voxel size in mm per axis.
     size_mm : float
         The object's size (mm), e.g. the smallest distance between opposite clicks.
-    voxels_across : float
-        Blocks the size must span (> 0).
+    max_voxels : int, optional
+        The largest region searched at full resolution (> 0).
+    voxels_across : float, optional
+        Blocks the object's size must still span (> 0).
 
     Returns
     -------
@@ -198,9 +206,13 @@ def path_grid_factors(spacing, size_mm: float, voxels_across: float) -> np.ndarr
         Whole numbers >= 1.
     """
     spacing = np.asarray(spacing, dtype=float)
-    if not voxels_across > 0:
-        raise InputError(f"voxels_across must be > 0, got {voxels_across}")
-    return np.maximum(np.floor(size_mm / voxels_across / spacing), 1).astype(int)
+    if not (max_voxels > 0 and voxels_across > 0):
+        raise InputError(f"max_voxels and voxels_across must be > 0, got {max_voxels} and {voxels_across}")
+    voxels = float(np.prod(shape))
+    if voxels <= max_voxels:
+        return np.ones(3, dtype=int)
+    block_mm = min(float(spacing.min()) * (voxels / max_voxels) ** (1.0 / 3.0), size_mm / voxels_across)
+    return np.maximum(np.round(block_mm / spacing), 1).astype(int)
 
 
 def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1.0, 1.0, 1.0),
