@@ -69,7 +69,7 @@ def test_intensity_rerouting_keeps_paths_from_clicks_that_missed_inside_the_obje
         for weight in scores:
             # the walker's settings pinned (beta 300, no background seeds, no hull): only the paths differ
             result = extreme_points_pseudolabel(image, clicks, trust="seeds", path_radius_mm=1.0, beta=300.0,
-                                                background_distance_mm=None, convex=False,
+                                                background_distance_mm="off", convex=False,
                                                 path_intensity_weight=weight)
             scores[weight].append(dice(result.hard() == 1, label.array))
             wrong[weight] += np.count_nonzero((result.weight == 1) & (result.hard() == 1) & (label.array == 0))

@@ -317,7 +317,6 @@ def test_a_prior_from_files_must_be_on_the_volume_grid(tmp_path):
         prior_from_files([tmp_path / "p.nrrd"], shifted)
 
 
-
 def test_a_new_catalog_row_is_offered_and_decides_whether_its_models_need_clicks(monkeypatch):
     """Rows still to come (InExtremIS: extreme points, Weak-Net: surface points; both fully automatic) need no
     panel change: they are listed for their annotation and their models segment without clicks."""
@@ -336,7 +335,12 @@ def test_a_new_catalog_row_is_offered_and_decides_whether_its_models_need_clicks
     automatic_inputs = InputSpec(cues=(), crop_to_points=False).resolved("mri", (1.0, 1.0, 1.0)).to_dict()
     click_inputs = InputSpec().resolved("mri", (1.0, 1.0, 1.0)).to_dict()
     assert not model_needs_clicks({"recipe": "auto_from_clicks", "inputs": automatic_inputs})
-    assert model_needs_clicks({"recipe": "extreme_points", "inputs": automatic_inputs})  # its row says clicks
-    # a recipe without a row (a plugin's) is judged by the model's own inputs
+    # the model's own inputs decide, whatever its recipe (a full-label model trained on click heatmaps needs them)
+    assert not model_needs_clicks({"recipe": "extreme_points", "inputs": automatic_inputs})
+    assert model_needs_clicks({"recipe": "fully_supervised", "inputs": click_inputs})
     assert not model_needs_clicks({"recipe": "plugin", "inputs": automatic_inputs})
     assert model_needs_clicks({"recipe": "plugin", "inputs": click_inputs})
+    # a description without inputs falls back to the recipe's row; an unknown recipe asks for the clicks
+    assert not model_needs_clicks({"recipe": "auto_from_clicks"})
+    assert model_needs_clicks({"recipe": "extreme_points"})
+    assert model_needs_clicks({"recipe": "plugin"})

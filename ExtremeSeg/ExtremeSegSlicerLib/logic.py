@@ -126,15 +126,17 @@ def optional_path(value) -> Path | None:
 def model_needs_clicks(description: dict) -> bool:
     """Whether a model (its file's description) segments a new volume only with the object's clicks.
 
-    The recipe's catalog row says so for the models it trains (``clicks_at_inference``); a recipe without a
-    row (e.g. registered by a plugin) is judged by the model's own inputs.
+    The model's own inputs decide (click cues or a crop to the clicks); a description without them falls back
+    to its recipe's catalog row (``clicks_at_inference``, what the recipe's defaults train).
     """
-    try:
-        return recipe_catalog.recipe_entry(str(description.get("recipe"))).clicks_at_inference
-    except KeyError:
+    if isinstance(description.get("inputs"), dict):
         from ExtremeSegLib.training.data import InputSpec
 
         return InputSpec.from_dict(description["inputs"]).needs_points
+    try:
+        return recipe_catalog.recipe_entry(str(description.get("recipe"))).clicks_at_inference
+    except KeyError:
+        return True  # unknown: ask for the clicks rather than segment without them
 
 
 def present_nodes(nodes) -> list:

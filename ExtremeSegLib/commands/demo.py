@@ -17,6 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..errors import InputError  # noqa: E402
 from ..io.volumes import write_text_atomically  # noqa: E402
+from ..ranges import COUNT  # noqa: E402
 
 HELP = "run the whole job (points -> pseudo-labels -> training -> rounds -> segmentations + report) on sample data"
 
@@ -29,11 +30,11 @@ MARKER = ".extremeseg-demo"
 def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the results (created)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty folder the demo did not create (its files of the same names are "
-                             "replaced)")
-    parser.add_argument("--epochs", type=int, default=12, help="epochs per round (default 12)")
-    parser.add_argument("--rounds", type=int, default=3, help="training rounds at most (default 3)")
-    parser.add_argument("--steps-per-epoch", type=int, default=8, help="batches per epoch (default 8)")
+                        help="write into a non-empty folder the demo did not create "
+                             "(its files of the same names are replaced)")
+    parser.add_argument("--epochs", type=COUNT.parse, default=12, help="epochs per round (default 12)")
+    parser.add_argument("--rounds", type=COUNT.parse, default=3, help="training rounds at most (default 3)")
+    parser.add_argument("--steps-per-epoch", type=COUNT.parse, default=8, help="batches per epoch (default 8)")
     parser.add_argument("--progress-jsonl", action="store_true", help="report progress as JSON lines on stdout")
 
 

@@ -9,24 +9,18 @@ from ..errors import InputError
 HELP = "make a pseudo-label segmentation from 6 extreme-point clicks (geodesic seeds + random walker)"
 
 
-def _distance_or_word(text: str):
-    """``--background-distance-mm``: a number of mm, ``auto`` or ``off``."""
-    word = text.strip().lower()
-    if word in ("auto", "off"):
-        return None if word == "off" else "auto"
-    try:
-        return float(text)
-    except ValueError:
-        import argparse
+def _distance_or_off(text: str):
+    """``--background-distance-mm``: a distance in mm (> 0) or ``off``."""
+    from ..ranges import POSITIVE
 
-        raise argparse.ArgumentTypeError(f"expected a distance in mm, 'auto' or 'off', got {text!r}") from None
+    return "off" if text.strip().lower() == "off" else POSITIVE.parse(text)
 
 
 def add_arguments(parser) -> None:
     import argparse
     import inspect
 
-    from ..pseudolabel.extreme_points import extreme_points_pseudolabel
+    from ..pseudolabel.extreme_points import PARAMETER_RANGES, extreme_points_pseudolabel
     from ..pseudolabel.random_walker import SOLVERS
 
     DEFAULTS = {name: p.default for name, p in inspect.signature(extreme_points_pseudolabel).parameters.items()}
@@ -40,26 +34,31 @@ def add_arguments(parser) -> None:
     parser.add_argument("--segment-name", default="Object", help="name of the segment written (default Object)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     group = parser.add_argument_group("pseudo-label parameters (distances in mm)")
-    group.add_argument("--box-margin-mm", type=float, default=DEFAULTS["box_margin_mm"],
+    group.add_argument("--box-margin-mm", type=PARAMETER_RANGES["box_margin_mm"].parse,
+                       default=DEFAULTS["box_margin_mm"],
                        help="relax the box through the clicks by this much; beyond it is background "
                             f"(default {DEFAULTS['box_margin_mm']})")
-    group.add_argument("--path-radius-mm", type=float, default=DEFAULTS["path_radius_mm"],
+    group.add_argument("--path-radius-mm", type=PARAMETER_RANGES["path_radius_mm"].parse,
+                       default=DEFAULTS["path_radius_mm"],
                        help="dilate the geodesic paths by this into foreground seeds (default: chosen from the "
                             "object's contrast and slices, 4 %% or 10 %% of the smallest extent between opposite "
                             "clicks)")
-    group.add_argument("--background-distance-mm", type=_distance_or_word, default=DEFAULTS["background_distance_mm"],
+    group.add_argument("--background-distance-mm", type=_distance_or_off, default=DEFAULTS["background_distance_mm"],
                        help="voxels farther than this from every path are background seeds; 'off' for none "
-                            "(default auto: for a faint object, just beyond where a first walk puts it)")
-    group.add_argument("--beta", type=float, default=DEFAULTS["beta"],
+                            "(default: for a faint object, just beyond where a first walk puts it; else none)")
+    group.add_argument("--beta", type=PARAMETER_RANGES["beta"].parse, default=DEFAULTS["beta"],
                        help="random-walker edge sensitivity (default: chosen from the object's contrast and slices, "
                             "600 for a clear object or thick slices, 300 for a faint object)")
-    group.add_argument("--intensity-prior-weight", type=float, default=DEFAULTS["intensity_prior_weight"],
+    group.add_argument("--intensity-prior-weight", type=PARAMETER_RANGES["intensity_prior_weight"].parse,
+                       default=DEFAULTS["intensity_prior_weight"],
                        help="pull towards the seeds' intensity model (0 = plain random walker; "
                             f"default {DEFAULTS['intensity_prior_weight']})")
-    group.add_argument("--shape-prior-weight", type=float, default=DEFAULTS["shape_prior_weight"],
+    group.add_argument("--shape-prior-weight", type=PARAMETER_RANGES["shape_prior_weight"].parse,
+                       default=DEFAULTS["shape_prior_weight"],
                        help="pull towards the 3D confidence map of the clicks (helps compact objects; "
                             f"default {DEFAULTS['shape_prior_weight']})")
-    group.add_argument("--conductance-power", type=float, default=DEFAULTS["conductance_power"],
+    group.add_argument("--conductance-power", type=PARAMETER_RANGES["conductance_power"].parse,
+                       default=DEFAULTS["conductance_power"],
                        help="random-walker coupling across thick slices: (finest/this spacing)^power "
                             f"(default {DEFAULTS['conductance_power']})")
     group.add_argument("--convex", action=argparse.BooleanOptionalAction, default=DEFAULTS["convex"],

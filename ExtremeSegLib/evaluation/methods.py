@@ -19,6 +19,7 @@ import numpy as np
 
 from ..annotations import ExtremePoints
 from ..errors import InputError
+from ..ranges import check_keywords
 from ..simulate import simulate_extreme_points
 
 #: method name -> "module:function"
@@ -61,12 +62,27 @@ def make_method(name: str, options: MethodOptions):
     (passed as ``options=`` when the function has such a parameter, else the function gets the case only)."""
     function = resolve_method(name)
     takes_options = "options" in inspect.signature(function).parameters
+    check_method_options(name, function, options.extra)
 
     def method(case):
         return function(case, options=options) if takes_options else function(case)
 
     method.__name__ = name
     return method
+
+
+def check_method_options(name: str, function, extra: dict) -> None:
+    """:class:`InputError` unless ``extra`` (``--option`` settings) suits the method: a method that takes settings
+    says so with an ``accepts_options`` attribute, a function returning ``(function, ranges)`` (the function whose
+    keywords they are and their ranges, for :func:`~ExtremeSegLib.ranges.check_keywords`; a function so that
+    listing the methods imports nothing); any other method takes none."""
+    accepts = getattr(function, "accepts_options", None)
+    if accepts is None:
+        if extra:
+            raise InputError(f"method {name!r} takes no --option settings, got {', '.join(sorted(extra))}")
+        return
+    target, ranges = accepts()
+    check_keywords(extra, target, ranges, f"method {name!r} --option", exclude=("device",), name="--option {key}")
 
 
 def ground_truth(case, options: MethodOptions):
@@ -122,13 +138,6 @@ def extreme_point_box(case, options: MethodOptions):
     return reference.with_array(out)
 
 
-def _option_value(value):
-    """``--option`` values arrive as numbers or strings: map "true"/"false"/"none" to Python."""
-    if isinstance(value, str) and value.lower() in ("true", "false", "none"):
-        return {"true": True, "false": False, "none": None}[value.lower()]
-    return value
-
-
 def extreme_points_random_walker(case, options: MethodOptions):
     """The extreme-point maker (:func:`~ExtremeSegLib.pseudolabel.extreme_points.extreme_points_pseudolabel`),
     one pseudo-label per structure.
@@ -143,13 +152,21 @@ def extreme_points_random_walker(case, options: MethodOptions):
 
     image = read_image(case.image)
     reference = read_labelmap(case.label)
-    params = {key: _option_value(value) for key, value in options.extra.items()}
     out = np.zeros(image.shape, dtype=np.int16)
     best = np.zeros(image.shape, dtype=np.float32)
     for values, clicks in simulated_extreme_points(case, reference, options):
         points = ExtremePoints.from_points(clicks, image)
-        foreground = extreme_points_pseudolabel(image, points, **params).probabilities[1]
+        foreground = extreme_points_pseudolabel(image, points, **options.extra).probabilities[1]
         wins = (foreground > 0.5) & (foreground > best)
         out[wins] = values[0]
         best[wins] = foreground[wins]
     return image.with_array(out)
+
+
+def _maker_keywords():
+    from ..pseudolabel.extreme_points import PARAMETER_RANGES, extreme_points_pseudolabel
+
+    return extreme_points_pseudolabel, PARAMETER_RANGES
+
+
+extreme_points_random_walker.accepts_options = _maker_keywords  # --option settings are the maker's keywords

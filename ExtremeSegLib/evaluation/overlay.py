@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.outputs import make_folder
 from ..volume import Volume
 
 REFERENCE_RGB = (0, 230, 0)
@@ -127,6 +128,6 @@ def write_overlay_png(path, image: Volume, reference, prediction, **kwargs) -> P
     from ..io.volumes import write_atomically
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     picture = overlay_slices(image, reference, prediction, **kwargs)
     return write_atomically(path, True, lambda tmp: iio.imwrite(tmp, picture))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.outputs import make_folder
 from ..io.volumes import write_text_atomically
 from ..metrics import METRICS
 
@@ -205,8 +206,7 @@ def write_report(results: dict, out_dir, title: str = None) -> dict:
     ``title`` replaces the results' title when given. Overlay paths in ``results["overlays"]`` are taken
     relative to ``out_dir``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir)
     if title:
         results = {**results, "title": title}
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"

@@ -27,6 +27,7 @@ from scipy import ndimage as ndi
 from ..annotations import ExtremePoints
 from ..errors import InputError
 from ..masks import close_mm, convex_slices, fill_enclosed_holes, keep_connected_to, normalise_intensities
+from ..ranges import AT_LEAST_0, COUNT, POSITIVE
 from ..volume import Volume
 from .adaptive import CLEAR_CONTRAST, background_reach_mm, has_thick_slices, path_contrast, regime, wants_convex
 from .cues import confidence_map
@@ -36,6 +37,18 @@ from .random_walker import memory_estimate, random_walker
 
 #: refuse regions whose random walker would need more memory than this (bytes); see ``memory_limit_bytes``
 DEFAULT_MEMORY_LIMIT = 4 * 1024 ** 3
+
+#: numeric parameters of :func:`extreme_points_pseudolabel` -> the values they accept (the command line, the
+#: job config's ``pseudolabel`` section and ``benchmark --option`` check against the same table)
+#: (``background_distance_mm`` is a number, the word "off" or None: the maker checks it itself)
+PARAMETER_RANGES = {
+    "box_margin_mm": AT_LEAST_0, "path_radius_mm": AT_LEAST_0, "path_radius_fraction": POSITIVE,
+    "euclidean_weight": AT_LEAST_0, "gradient_weight": AT_LEAST_0,
+    "gradient_sigma_mm": AT_LEAST_0, "path_intensity_weight": AT_LEAST_0, "path_intensity_rounds": COUNT,
+    "path_search_voxels": COUNT, "beta": POSITIVE, "conductance_power": AT_LEAST_0,
+    "intensity_prior_weight": AT_LEAST_0, "shape_prior_weight": AT_LEAST_0, "closing_fraction": AT_LEAST_0,
+    "tol": POSITIVE, "clear_contrast": POSITIVE, "memory_limit_bytes": POSITIVE,
+}
 
 
 def near_paths(shape, paths, spacing, radius_mm: float) -> np.ndarray:
@@ -164,14 +177,14 @@ def relaxed_box(points: ExtremePoints, image: Volume, margin_mm: float):
 
 def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_margin_mm: float = 1.0,
                                path_radius_mm: float | None = None, path_radius_fraction: float | None = None,
-                               background_distance_mm: float | str | None = "auto", euclidean_weight: float = 10.0,
+                               background_distance_mm: float | str | None = None, euclidean_weight: float = 10.0,
                                gradient_weight: float = 1.0, auto_scale: bool = True, gradient_sigma_mm: float = 1.0,
                                path_intensity_weight: float = 1.0, path_intensity_rounds: int = 2,
                                path_search_voxels: int = 100_000,
                                beta: float | None = None, conductance_power: float = 1.0,
                                intensity_prior_weight: float = 0.0, shape_prior_weight: float = 0.0,
                                keep_connected: bool = True, closing_fraction: float = 0.25, fill_holes: bool = True,
-                               convex: bool | str = "auto", trust: str = "all", solver: str = "auto", tol: float = 1e-3,
+                               convex: bool | None = None, trust: str = "all", solver: str = "auto", tol: float = 1e-3,
                                device="cpu", clear_contrast: float = CLEAR_CONTRAST,
                                memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT,
                                chosen: dict | None = None) -> PseudoLabel:
@@ -197,10 +210,11 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     path_radius_fraction : float, optional
         ``None`` (default): chosen from the object's contrast (:mod:`.adaptive`: 0.1 for a clear object, 0.04
         for a faint one).
-    background_distance_mm : float or "auto" or None, optional
-        Voxels farther than this (mm) from every path are background seeds too (``None``: off; paper 000 uses
-        30 mm for spleen and liver). ``"auto"`` (default): off for a clear object; for a faint one, just beyond
-        the farthest voxel a first walk puts in the object (:func:`.adaptive.background_reach_mm`; one more walk).
+    background_distance_mm : float or "off", optional
+        Voxels farther than this (mm) from every path are background seeds too (``"off"``: none; paper 000 uses
+        30 mm for spleen and liver). ``None`` (default): chosen from the data, off for a clear object; for a faint
+        one just beyond the farthest voxel a first walk puts in the object (:func:`.adaptive.background_reach_mm`;
+        one more walk).
     euclidean_weight, gradient_weight, auto_scale : optional
         The path cost terms (:func:`.geodesic.geodesic_cost`), each scaled to 0..1 by paper 001's automatic
         policy, then weighted (a Euclidean weight of 10 keeps the paths from running round the object along its
@@ -239,10 +253,10 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         wall).
     fill_holes : bool, optional
         Fill enclosed holes (3D and per slice across the coarsest axis).
-    convex : bool or "auto", optional
+    convex : bool, optional
         A shape prior: each slice across the coarsest axis becomes its convex hull (:func:`convex_slices`; for
         objects convex in those slices, e.g. the left ventricle's cavity, never for the myocardium's ring).
-        ``"auto"`` (default): taken on stacks of thick slices where the label already fills 90 % of its slices'
+        ``None`` (default): taken on stacks of thick slices where the label already fills 90 % of its slices'
         hulls (:func:`.adaptive.wants_convex`).
     trust : {"all", "seeds"}, optional
         Weight 1 everywhere, or weight 1 on seeds only.
@@ -265,22 +279,27 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     """
     if trust not in ("all", "seeds"):
         raise InputError(f"trust must be 'all' or 'seeds', got {trust!r}")
-    if convex not in (True, False, "auto"):
-        raise InputError(f"convex must be true, false or 'auto', got {convex!r}")
-    for name, value in (("box_margin_mm", box_margin_mm), ("path_radius_mm", path_radius_mm),
-                        ("closing_fraction", closing_fraction), ("path_intensity_weight", path_intensity_weight)):
-        if value is not None and not value >= 0:
-            raise InputError(f"{name} must be >= 0, got {value}")
-    if int(path_intensity_rounds) != path_intensity_rounds or path_intensity_rounds < 1:
-        raise InputError(f"path_intensity_rounds must be a whole number >= 1, got {path_intensity_rounds}")
+    if convex not in (True, False, None):
+        raise InputError(f"convex must be true, false or left out (chosen from the data), got {convex!r}")
+    numbers = dict(box_margin_mm=box_margin_mm, path_radius_mm=path_radius_mm,
+                   path_radius_fraction=path_radius_fraction, euclidean_weight=euclidean_weight,
+                   gradient_weight=gradient_weight, gradient_sigma_mm=gradient_sigma_mm,
+                   path_intensity_weight=path_intensity_weight, path_intensity_rounds=path_intensity_rounds,
+                   path_search_voxels=path_search_voxels, beta=beta, conductance_power=conductance_power,
+                   intensity_prior_weight=intensity_prior_weight, shape_prior_weight=shape_prior_weight,
+                   closing_fraction=closing_fraction, tol=tol, clear_contrast=clear_contrast,
+                   memory_limit_bytes=memory_limit_bytes)
+    for name, value in numbers.items():
+        if value is not None:
+            PARAMETER_RANGES[name].check(value, name)
+    if background_distance_mm is not None and background_distance_mm != "off":
+        POSITIVE.check(background_distance_mm,
+                       "background_distance_mm (a distance in mm, 'off', or left out: chosen from the data)")
     image.require_finite()
     spacing = image.spacing
     size_mm = smallest_extent_mm(points)
-    if isinstance(background_distance_mm, str) and background_distance_mm != "auto":
-        raise InputError(f"background_distance_mm must be a number of mm, 'auto' or None (off), "
-                         f"got {background_distance_mm!r}")
-    auto_background = background_distance_mm == "auto"
-    fixed_background = None if auto_background else background_distance_mm
+    auto_background = background_distance_mm is None
+    fixed_background = None if background_distance_mm in (None, "off") else float(background_distance_mm)
 
     # Region = relaxed box plus one voxel of background all round (clipped at the image border).
     relaxed_lo, relaxed_hi = relaxed_box(points, image, box_margin_mm)
@@ -352,12 +371,12 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         seeds[(seeds < 0) & ~near_paths(shape, paths, spacing, background_distance_mm)] = 0
     probs = walk()
     fg = postprocess(probs[1], seeds, spacing, keep_connected, fill_holes, closing_fraction * size_mm)
-    if convex == "auto" and not has_thick_slices(spacing):
+    if convex is None and not has_thick_slices(spacing):
         convex = False  # the hulls are only worth computing where the rule could take them
-    if convex:
+    if convex is not False:
         hard = fg > 0.5
         hull = convex_slices(hard, spacing)
-        if convex == "auto":
+        if convex is None:
             convex = wants_convex(float(hard.sum() / max(int(hull.sum()), 1)), spacing)
         if convex:
             fg[hull & ~hard & (seeds != 0)] = 1.0

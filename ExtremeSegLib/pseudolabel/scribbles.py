@@ -154,8 +154,8 @@ def read_scribbles(path, image: Volume, class_names, class_values, background: i
     path : str or Path
         A ``.seg.nrrd`` (segments by name, :func:`scribbles_from_segments`) or a label map (values,
         :func:`scribbles_from_labelmap`).
-    image : Volume
-        The image the scribbles were drawn on; its geometry must match.
+    image : Volume or None
+        The image the scribbles were drawn on; its geometry must match (``None``: not checked).
     class_names : sequence of str
         Foreground class names (for segments).
     class_values : sequence of sequences of int
@@ -179,7 +179,8 @@ def read_scribbles(path, image: Volume, class_names, class_values, background: i
         scribbles = scribbles_from_segments(geometry, segments, class_names, segment_classes, what)
     else:
         scribbles = scribbles_from_labelmap(read_labelmap(path), class_values, background, unannotated, what)
-    image.require_same_geometry(scribbles.labels, f"the {what}")
+    if image is not None:
+        image.require_same_geometry(scribbles.labels, f"the {what}")
     return scribbles
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..errors import InputError
 from ..progress import Progress
+from ..run_lock import RunLock
 from .config import RECIPE_DEFAULTS, CaseConfig, ClassConfig, JobConfig, NetworkConfig, RoundsConfig
 from .extreme_points import ExtremePointsRecipe
 from .fully_supervised import FullySupervisedRecipe
@@ -50,7 +51,9 @@ def train(config: JobConfig, progress: Progress = None, resume: bool = False, co
     ``resume`` continues the run in ``config.output`` from its last checkpoint. ``config_path``: the JSON file
     the config came from, if it lies in the output folder (it is then not counted as existing content).
     """
-    return run_job(config, get_recipe(config.recipe), progress, resume, config_path)
+    recipe = get_recipe(config.recipe)
+    with RunLock(config.output) as lock:  # a second train on this folder, while this one runs, is refused
+        return run_job(config, recipe, progress, resume, config_path, lock)
 
 
 def predict(model, image, segmentation, points=None, probability=None, device: str = "auto",

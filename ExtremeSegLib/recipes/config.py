@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 from ..errors import InputError
 from ..training.data import InputSpec
-from ..training.engine import DEVICES, TrainingSettings
+from ..training.engine import ALL_GPUS, DEVICES, TrainingSettings
 from ..training.postprocess import PostprocessConfig
 
 MODALITIES = ("mri", "ct", "other")
@@ -133,8 +134,8 @@ class JobConfig:
             raise InputError("the job has no cases; list at least one under \"cases\"")
         if self.modality not in MODALITIES:
             raise InputError(f"unknown modality {self.modality!r}; choose one of {list(MODALITIES)}")
-        if self.device not in DEVICES:
-            raise InputError(f"unknown device {self.device!r}; choose one of {list(DEVICES)}")
+        if self.device not in DEVICES + (ALL_GPUS,):
+            raise InputError(f"unknown device {self.device!r}; choose one of {list(DEVICES + (ALL_GPUS,))}")
         names = self.class_names
         if len(set(names)) != len(names):
             raise InputError(f"class names must differ, got {names}")
@@ -213,7 +214,7 @@ class JobConfig:
 
 # -- typed plain data <-> dataclasses --------------------------------------------------------------------
 
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
 
 
 def _parse(tp, value, where: str):
@@ -247,8 +248,8 @@ def _parse(tp, value, where: str):
         ok = isinstance(value, bool)
     elif tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif tp is float:  # Python's JSON reader takes NaN and Infinity: no setting has them as a value
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     elif tp is str:
         ok = isinstance(value, str)

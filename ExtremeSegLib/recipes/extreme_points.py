@@ -19,8 +19,9 @@ import inspect
 import numpy as np
 
 from ..errors import InputError
-from ..pseudolabel.extreme_points import extreme_points_pseudolabel
+from ..pseudolabel.extreme_points import PARAMETER_RANGES, extreme_points_pseudolabel
 from ..pseudolabel.label import PseudoLabel
+from ..ranges import check_keywords
 from ..refine.random_walker import random_walker_regularisation
 from .recipe import Recipe
 
@@ -38,12 +39,9 @@ class ExtremePointsRecipe(Recipe):
         if len(config.classes) != 1:
             raise InputError(f"the extreme_points recipe segments one object per case (6 clicks bound one object); "
                              f"the config lists {len(config.classes)} classes")
-        # every maker keyword but its inputs and its report of what it chose
-        accepted = set(inspect.signature(extreme_points_pseudolabel).parameters) - {"image", "points", "device",
-                                                                                     "chosen"}
-        unknown = sorted(set(config.pseudolabel) - accepted)
-        if unknown:
-            raise InputError(f"unknown pseudolabel parameter {unknown[0]!r}; known: {', '.join(sorted(accepted))}")
+        # before the run starts: names, types and ranges of the maker's keywords (not its report of its choice)
+        check_keywords(config.pseudolabel, extreme_points_pseudolabel, PARAMETER_RANGES, "pseudolabel",
+                       ("device", "chosen"))
 
     def initial_label(self, job, case) -> PseudoLabel:
         return extreme_points_pseudolabel(case.frame.grid, case.points, device=job.device.type,

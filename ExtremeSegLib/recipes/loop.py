@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -27,20 +28,24 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io.outputs import make_folder
 from ..io.segmentations import Segment, write_segmentation
 from ..io.volumes import write_atomically
 from ..metrics import dice
 from ..progress import Progress
 from ..pseudolabel.label import PseudoLabel
+from ..run_lock import LOCK_NAME
+from ..training import distributed
 from ..training.data import TrainingVolume, median_spacing
 from ..training.engine import fit, load_checkpoint, select_device
 from ..training.inference import background_fill
+from ..training.memory import require_patch_fits
 from ..training.model_file import save_model
 from ..training.networks import build_network, plan_network, total_stride
 from ..training.postprocess import clean_label_map
 from .config import JobConfig, to_plain
 from .history import write_history, write_json
-from .recipe import PreparedCase, Recipe, RunningJob, case_name, prepare_case, read_case
+from .recipe import PreparedCase, Recipe, RunningJob, case_name, prepare_case, read_case, require_classes_in_labels
 
 # -- planning -----------------------------------------------------------------------------------------------
 
@@ -86,14 +91,32 @@ def load_labels(path: Path, cases) -> list:
                 for n, case in enumerate(cases)]
 
 
+def _read_state_file(path: Path, start_over: str, required=()) -> dict:
+    """A JSON object of a run's ``state/`` (with the ``required`` keys); :class:`InputError` if missing or damaged."""
+    run = path.parent.parent
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"the run in {run} cannot be resumed: state/{path.name} is missing; {start_over}") from None
+    except (OSError, ValueError) as err:  # json's JSONDecodeError is a ValueError
+        raise InputError(f"the run in {run} cannot be resumed: state/{path.name} is damaged ({err}); "
+                         f"{start_over}") from None
+    if not isinstance(data, dict) or not set(required) <= set(data):
+        raise InputError(f"the run in {run} cannot be resumed: state/{path.name} is damaged (not the object it "
+                         f"writes); {start_over}")
+    return data
+
+
 def _open_run_folder(config: JobConfig, resume: bool, config_path) -> tuple:
     """The run folder and its state (a new one for a new run); refuses folders it must not write into."""
     folder = Path(config.output)
     state_file = folder / "state" / "state.json"
+    start_over = f"to start over, delete {folder} (or choose a new output folder) and run without --resume"
     if resume:
         if not state_file.is_file():
             raise InputError(f"there is no run to resume in {folder} (no state/state.json); start it without --resume")
-        saved = json.loads((folder / "state" / "job.json").read_text())
+        saved = _read_state_file(folder / "state" / "job.json", start_over)
+        state = _read_state_file(state_file, start_over, ("round", "phase"))
         try:  # sections added since the run started take their defaults, as the running code did
             saved = JobConfig.from_dict(saved).to_dict()
         except InputError:
@@ -101,16 +124,16 @@ def _open_run_folder(config: JobConfig, resume: bool, config_path) -> tuple:
         if saved != config.to_dict():
             changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
             raise InputError(f"the run in {folder} was started with a different configuration (differs in: "
-                             f"{', '.join(changed)}); resume with the same config, or choose a new output folder")
-        return folder, json.loads(state_file.read_text())
+                             f"{', '.join(changed)}); resume with the same config, or {start_over}")
+        return folder, state
     if state_file.is_file():
-        raise InputError(f"{folder} already holds a training run; resume it (--resume) or choose another output folder")
-    ignored = {"CANCEL"} | ({Path(config_path).resolve().name} if config_path and
-                            Path(config_path).resolve().parent == folder.resolve() else set())
+        raise InputError(f"{folder} already holds a training run; resume it (--resume), or {start_over}")
+    ignored = {"CANCEL", LOCK_NAME} | ({Path(config_path).resolve().name} if config_path and
+                                      Path(config_path).resolve().parent == folder.resolve() else set())
     if folder.is_dir() and any(p.name not in ignored for p in folder.iterdir()):
         raise InputError(f"output folder {folder} is not empty; choose a new or empty folder so that nothing in it "
                          "is overwritten")
-    (folder / "state").mkdir(parents=True, exist_ok=True)
+    make_folder(folder / "state")
     write_json(folder / "state" / "job.json", config.to_dict())
     state = {"round": 0, "phase": "train", "history": []}
     write_json(state_file, state)  # from here on the run can be resumed, whatever happens
@@ -137,8 +160,11 @@ def _hard_on_image(case: PreparedCase, probabilities: np.ndarray) -> np.ndarray:
 # -- the loop -----------------------------------------------------------------------------------------------
 
 def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume: bool = False,
-            config_path=None) -> dict:
+            config_path=None, lock=None) -> dict:
     """Run a training job to the end (or continue one with ``resume``); returns the outputs written.
+
+    Everything is read and checked before the run folder is made; ``lock`` (a :class:`~ExtremeSegLib.run_lock.
+    RunLock`, optional) is then acquired, so that a second job on the same folder is refused while this one runs.
 
     Raises :class:`InputError` for bad input and :class:`~ExtremeSegLib.errors.CancelledError` when
     cancelled (everything needed to resume is kept in ``<output>/state``).
@@ -146,16 +172,11 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     progress = progress or Progress(bar=False)
     recipe.check(config)
     config.require_files(recipe.needs(config))
-    folder, state = _open_run_folder(config, resume, config_path)
-    cancel = folder / "CANCEL"
-    if cancel.exists():
-        cancel.unlink()  # a request aimed at an earlier run; this run starts now
-    job = RunningJob(config, recipe, progress, select_device(config.device), folder)
+    job = RunningJob(config, recipe, progress, select_device(config.device), Path(config.output))
     settings = config.training
     max_rounds = config.rounds.max_rounds if recipe.refines else 1
-    progress.emit("start", total_epochs=settings.epochs * max_rounds, rounds=max_rounds, device=str(job.device))
 
-    # cases -> model grids
+    # cases -> model grids: everything is read and checked before the run folder is touched
     names = [case_name(c) for c in config.cases + config.validation]
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
@@ -165,15 +186,22 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     cases = [prepare_case(c, n, r, job.inputs) for c, n, r in zip(config.cases, names, read)]
     validation = [prepare_case(c, n, read_case(c, config.classes), job.inputs)
                   for c, n in zip(config.validation, names[len(cases):])]
+    require_classes_in_labels(config, [c.reference for c in cases + validation])
     job.network_params, job.patch_size, job.multiple = plan(
         config, job.inputs.spacing_mm, [c.frame.grid.shape for c in cases], len(job.inputs.channels), job.num_classes)
+    require_patch_fits(job.patch_size, settings.batch_size, job.network_params["filters"],
+                       job.network_params["strides"], job.device)
+    folder, state = distributed.on_main(partial(_start_run, config, resume, config_path, lock))
+    distributed.barrier()  # (under torchrun) no rank checks for a cancel before rank 0 has removed an old one
+    progress.emit("start", total_epochs=settings.epochs * max_rounds, rounds=max_rounds, device=str(job.device))
     torch.manual_seed(settings.seed)
     job.network = build_network(**job.network_params).to(job.device)
     checkpoint = job.state_dir / "checkpoint.pt"
     if checkpoint.exists():  # a resumed run: the weights where it stopped
         job.network.load_state_dict(load_checkpoint(checkpoint)["model"])
     progress.message(f"{len(cases)} training cases on a {job.inputs.spacing_mm} mm grid, patch {list(job.patch_size)}, "
-                     f"{len(job.network_params['strides'])} levels, device {job.device}")
+                     f"{len(job.network_params['strides'])} levels, device {job.device}"
+                     + (f", {distributed.world_size()} processes" if distributed.active() else ""))
 
     if state["phase"] == "done":
         progress.message(f"the run in {folder} is already finished")
@@ -182,18 +210,12 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         return outputs
     labels_path = job.state_dir / f"labels_round{state['round']}.npz"
     if not labels_path.exists():
-        progress.bar(len(cases), "pseudo-labels")
-        first = []
-        for case in cases:
-            progress.check_cancelled()
-            first.append(recipe.initial_label(job, case))
-            progress.advance(1)
-        progress.close_bar()
-        save_labels(labels_path, first)
+        # under torchrun each rank makes the pseudo-labels of its share of the cases; rank 0 writes them all
+        first = distributed.map_cases(lambda case: recipe.initial_label(job, case), cases, progress, "pseudo-labels")
+        distributed.on_main(partial(save_labels, labels_path, first))
     labels = load_labels(labels_path, cases)  # train on exactly what a resumed run would read back
 
     loss_fn = recipe.loss(job)
-    final_labels = {}
     while True:
         r = state["round"]
         started = time.perf_counter()
@@ -204,72 +226,110 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
                          round_index=r, loss_fn=loss_fn)
             job.patch_size = result.patch_size
             state.update(phase="refine", last_loss=result.losses[-1], train_seconds=time.perf_counter() - started)
-            write_json(job.state_dir / "state.json", state)
+            distributed.on_main(partial(write_json, job.state_dir / "state.json", state))
         started = time.perf_counter()
         last = r + 1 >= max_rounds
-        row = {"round": r, "epochs": settings.epochs, "loss": state.get("last_loss"),
-               "train_seconds": state.get("train_seconds")}
-        label_dice, network_dice, agreement, new_labels = [], [], [], []
-        progress.bar(len(cases), f"round {r}: predicting" + ("" if last else " and refining"))
-        for case, label in zip(cases, labels):
-            progress.check_cancelled()
-            probabilities = job.predict(case)
-            final_labels[case.name] = clean_label_map(_hard_on_image(case, probabilities), case.image,
-                                                      config.postprocess, case.points, config.class_names)
-            if case.reference is not None:
-                label_hard = _hard_on_image(case, label.probabilities)
-                label_dice.append(class_dice(label_hard, case.reference, job.num_classes))
-                network_dice.append(class_dice(final_labels[case.name], case.reference, job.num_classes))
-            if not last:
-                refined = recipe.refine(job, case, probabilities, label)
-                agreement.append(class_dice(refined.hard(), label.hard(), job.num_classes))
-                new_labels.append(refined)
-            progress.advance(1)
-        progress.close_bar()
-        validation_dice, raw_dice, validation_labels = [], [], {}
-        for case in validation:
-            progress.check_cancelled()
-            raw = _hard_on_image(case, job.predict(case))
-            validation_labels[case.name] = clean_label_map(raw, case.image, config.postprocess, case.points,
-                                                           config.class_names)
-            validation_dice.append(class_dice(validation_labels[case.name], case.reference, job.num_classes))
-            raw_dice.append(class_dice(raw, case.reference, job.num_classes))
-        row.update(
-            pseudolabel_dice=_mean(np.mean(label_dice, axis=0)) if label_dice else None,
-            train_dice=_mean(np.mean(network_dice, axis=0)) if network_dice else None,
-            validation_dice=_mean(np.mean(validation_dice, axis=0)) if validation_dice else None,
-            validation_dice_per_class=np.mean(validation_dice, axis=0).tolist() if validation_dice else None,
-            # the same before ``postprocess``: what the cleaning adds
-            validation_dice_raw=_mean(np.mean(raw_dice, axis=0)) if raw_dice else None,
-            validation_dice_per_class_raw=np.mean(raw_dice, axis=0).tolist() if raw_dice else None,
-            agreement=_mean(np.mean(agreement, axis=0)) if agreement else None,
-            refine_seconds=time.perf_counter() - started,
-        )
-        state["history"].append(row)
-        shown = row["validation_dice"] if row["validation_dice"] is not None else row["train_dice"]
-        progress.emit("round", round=r, dice=shown, agreement=row["agreement"],
-                      pseudolabel_dice=row["pseudolabel_dice"],
-                      validation_dice=row["validation_dice"])
-        converged = row["agreement"] is not None and row["agreement"] >= config.rounds.agreement
-        if last or converged:
-            if converged:
-                progress.message(f"pseudo-labels of rounds {r} and {r + 1} agree (Dice {row['agreement']:.4f} >= "
-                                 f"{config.rounds.agreement}): stopping")
+        # predictions (and refinements) of the cases, split across the ranks; rank 0 gathers and decides
+        done = distributed.map_cases(partial(_predict_case, job, last), list(zip(cases, labels)), progress,
+                                     f"round {r}: predicting" + ("" if last else " and refining"))
+        checked = distributed.map_cases(partial(_predict_validation, job), validation, progress,
+                                        f"round {r}: validation")
+        state, stop = distributed.on_main(partial(_close_round, job, state, done, checked, last, started))
+        if stop:
             break
-        next_path = job.state_dir / f"labels_round{r + 1}.npz"
-        save_labels(next_path, new_labels)
-        labels = load_labels(next_path, cases)
-        state.update(round=r + 1, phase="train")
-        write_json(job.state_dir / "state.json", state)
-        (job.state_dir / f"labels_round{r}.npz").unlink(missing_ok=True)
+        labels = load_labels(job.state_dir / f"labels_round{r + 1}.npz", cases)
 
+    outputs = distributed.on_main(lambda: _write_outputs(job, cases, validation, done, checked, state))
+    progress.emit("done", outputs=outputs)
+    return outputs
+
+
+def _predict_case(job: RunningJob, last: bool, item: tuple) -> dict:
+    """A training case ``item = (case, pseudo-label)`` after a round: its cleaned label map, Dice of the
+    pseudo-label and of the network against the reference (if any), and (unless ``last``) the refined
+    pseudo-label and its agreement."""
+    config, (case, label) = job.config, item
+    probabilities = job.predict(case)
+    out = {"labels": clean_label_map(_hard_on_image(case, probabilities), case.image, config.postprocess, case.points,
+                                     config.class_names)}
+    if case.reference is not None:
+        out["label_dice"] = class_dice(_hard_on_image(case, label.probabilities), case.reference, job.num_classes)
+        out["network_dice"] = class_dice(out["labels"], case.reference, job.num_classes)
+    if not last:
+        out["refined"] = job.recipe.refine(job, case, probabilities, label)
+        out["agreement"] = class_dice(out["refined"].hard(), label.hard(), job.num_classes)
+    return out
+
+
+def _predict_validation(job: RunningJob, case: PreparedCase) -> dict:
+    """A validation case's cleaned label map and Dice per class, with and without the cleaning."""
+    config = job.config
+    raw = _hard_on_image(case, job.predict(case))
+    labels = clean_label_map(raw, case.image, config.postprocess, case.points, config.class_names)
+    return {"labels": labels, "dice": class_dice(labels, case.reference, job.num_classes),
+            "raw_dice": class_dice(raw, case.reference, job.num_classes)}
+
+
+def _close_round(job: RunningJob, state: dict, done: list, checked: list, last: bool, started: float) -> tuple:
+    """Record the round (history, progress), write the next round's pseudo-labels unless it stops;
+    returns ``(state, stop)``."""
+    config, progress, r = job.config, job.progress, state["round"]
+    label_dice = [d["label_dice"] for d in done if "label_dice" in d]
+    network_dice = [d["network_dice"] for d in done if "network_dice" in d]
+    agreement = [d["agreement"] for d in done if "agreement" in d]
+    validation_dice, raw_dice = [c["dice"] for c in checked], [c["raw_dice"] for c in checked]
+    row = {"round": r, "epochs": config.training.epochs, "loss": state.get("last_loss"),
+           "train_seconds": state.get("train_seconds")}
+    row.update(
+        pseudolabel_dice=_mean(np.mean(label_dice, axis=0)) if label_dice else None,
+        train_dice=_mean(np.mean(network_dice, axis=0)) if network_dice else None,
+        validation_dice=_mean(np.mean(validation_dice, axis=0)) if validation_dice else None,
+        validation_dice_per_class=np.mean(validation_dice, axis=0).tolist() if validation_dice else None,
+        # the same before ``postprocess``: what the cleaning adds
+        validation_dice_raw=_mean(np.mean(raw_dice, axis=0)) if raw_dice else None,
+        validation_dice_per_class_raw=np.mean(raw_dice, axis=0).tolist() if raw_dice else None,
+        agreement=_mean(np.mean(agreement, axis=0)) if agreement else None,
+        refine_seconds=time.perf_counter() - started,
+    )
+    state["history"].append(row)
+    shown = row["validation_dice"] if row["validation_dice"] is not None else row["train_dice"]
+    progress.emit("round", round=r, dice=shown, agreement=row["agreement"], pseudolabel_dice=row["pseudolabel_dice"],
+                  validation_dice=row["validation_dice"])
+    converged = row["agreement"] is not None and row["agreement"] >= config.rounds.agreement
+    if last or converged:
+        if converged:
+            progress.message(f"pseudo-labels of rounds {r} and {r + 1} agree (Dice {row['agreement']:.4f} >= "
+                             f"{config.rounds.agreement}): stopping")
+        return state, True
+    save_labels(job.state_dir / f"labels_round{r + 1}.npz", [d["refined"] for d in done])
+    state.update(round=r + 1, phase="train")
+    write_json(job.state_dir / "state.json", state)
+    (job.state_dir / f"labels_round{r}.npz").unlink(missing_ok=True)
+    return state, False
+
+
+def _write_outputs(job: RunningJob, cases, validation, done: list, checked: list, state: dict) -> dict:
+    """The model file, segmentations and history of the finished run; the state marked done."""
+    final_labels = {case.name: d["labels"] for case, d in zip(cases, done)}
+    validation_labels = {case.name: c["labels"] for case, c in zip(validation, checked)}
     outputs = _finish(job, cases, validation, final_labels, validation_labels, state["history"])
     state.update(phase="done", outputs=outputs)
     write_json(job.state_dir / "state.json", state)
     for old in job.state_dir.glob("labels_round*.npz"):
         old.unlink()
-    progress.emit("done", outputs=outputs)
     return outputs
+
+
+def _start_run(config: JobConfig, resume: bool, config_path, lock) -> tuple:
+    """Take the run folder's lock (under torchrun rank 0 alone holds it), open the folder and drop a cancel
+    request aimed at an earlier run; returns ``(folder, state)``."""
+    if lock is not None:
+        lock.acquire()
+    folder, state = _open_run_folder(config, resume, config_path)
+    cancel = folder / "CANCEL"
+    if cancel.exists():
+        cancel.unlink()  # this run starts now
+    return folder, state
 
 
 def _finish(job: RunningJob, cases, validation, final_labels: dict, validation_labels: dict, history: list) -> dict:

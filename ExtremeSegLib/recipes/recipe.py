@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..annotations import ExtremePoints
+from ..errors import InputError
 from ..evaluation.cases import volume_stem
 from ..io.markups import read_points
 from ..io.volumes import read_image, read_labelmap
@@ -67,13 +68,28 @@ def case_name(case: CaseConfig) -> str:
 def read_case(case: CaseConfig, classes) -> tuple:
     """``(image, points or None, reference or None)`` from the case's files."""
     image = read_image(case.image)
-    points = ExtremePoints.from_points(read_points(case.points)[0], image) if case.points else None
+    points = None
+    if case.points:
+        try:
+            points = ExtremePoints.from_points(read_points(case.points)[0], image)
+        except InputError as err:  # say which case's file it is
+            raise InputError(f"{case.points}: {err}") from None
     reference = None
     if case.label:
         label = read_labelmap(case.label)
         image.require_same_geometry(label, f"the label {case.label}")
         reference = class_indices(label.array, classes)
     return image, points, reference
+
+
+def require_classes_in_labels(config, references) -> None:
+    """:class:`InputError` naming a class none of the label files marks (``references``: the cases' class-index
+    maps, ``None`` for cases without a label): its ``label_values`` are surely wrong, and it would score Dice 0."""
+    labelled = [r for r in references if r is not None]
+    for n, cls in enumerate(config.classes, start=1):
+        if labelled and not any(np.any(r == n) for r in labelled):
+            raise InputError(f"class {cls.name!r}: its label_values {list(cls.label_values)} occur in none of the "
+                             f"{len(labelled)} label files; set the values that mark it in \"classes\"")
 
 
 def prepare_case(case: CaseConfig, name: str, read: tuple, spec: InputSpec) -> PreparedCase:
