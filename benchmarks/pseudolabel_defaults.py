@@ -108,7 +108,7 @@ def write(table, command: str, every: int, note: str = "") -> None:
              "300, 4 % (at least 1 mm) and background seeds just beyond where a first walk puts it; stacks of "
              "thick slices always get the clear settings, and the convex-slices prior where the first label fills "
              "90 % of its slices' hulls. Clear: share of cases that got the clear settings; contrast: the measure. "
-             f"Mean Dice over cases, exact clicks; the target is defaults >= tuned - {TOLERANCE}.", "",
+             f"Mean Dice over cases (click noise per row); the target is defaults >= tuned - {TOLERANCE}.", "",
              "| data set | structure | split | click noise mm | cases | tuned | defaults | defaults - tuned | "
              "within 0.01 | clear | contrast min-max | s/case tuned / defaults | tuned settings |",
              "|---" * 13 + "|"]
