@@ -83,12 +83,49 @@ def erode_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
     return inner > min(radius_mm, 0.5 * float(inner.max()))
 
 
-def close_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
+def block_mean(array: np.ndarray, factors) -> np.ndarray:
+    """Mean over blocks of whole voxels (the last, partial block of an axis too).
+
+    Parameters
+    ----------
+    array : ndarray, shape (I, J, K)
+    factors : sequence of 3 ints
+        Block size per axis (>= 1).
+
+    Returns
+    -------
+    ndarray of float64, shape (ceil(I / f_0), ceil(J / f_1), ceil(K / f_2))
+    """
+    out = np.asarray(array, dtype=np.float64)
+    for axis, f in enumerate(int(f) for f in factors):
+        if f > 1:
+            n = out.shape[axis]
+            edges = np.arange(0, n, f)
+            counts = np.diff(np.append(edges, n)).reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+            out = np.add.reduceat(out, edges, axis=axis) / counts
+    return out
+
+
+def _close_exact(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
+    """Closing by two distance transforms, the mask padded by the radius (the border erodes nothing)."""
+    pad = np.ceil(radius_mm / np.asarray(spacing, dtype=float)).astype(int) + 1
+    padded = np.pad(mask, [(p, p) for p in pad])
+    dilated = ndi.distance_transform_edt(~padded, sampling=spacing) <= radius_mm
+    closed = ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
+    return (closed | padded)[tuple(slice(p, -p) for p in pad)]
+
+
+def close_mm(mask: np.ndarray, radius_mm: float, spacing, voxels_per_radius: float = 8.0) -> np.ndarray:
     """Morphological closing by a Euclidean ball.
 
     Done with two distance transforms instead of a structuring element: time and memory do not grow with
     the radius (SciPy's binary morphology with a 55 x 55 x 7 ball, a ventricle's closing, ran out of memory).
-    The mask is padded by the radius so that the image border does not erode what touches it.
+    The closing lies inside the mask's convex hull, so only the mask's bounding box is computed, padded by the
+    radius so that the border does not erode what touches it. Where the radius spans more than
+    ``voxels_per_radius`` voxels along an axis, the closing is computed on blocks of whole voxels (block
+    majority) that it spans about that many times, and only what it adds (the notches) comes back to full
+    resolution: the mask's own boundary stays exact, the filled notches' edges are as coarse as a block
+    (a 200 x 150 x 90 ellipsoid with a slit, radius 21.5 voxels: 13 times faster, Dice 0.997 to the exact one).
 
     Parameters
     ----------
@@ -97,17 +134,32 @@ def close_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
         Ball radius in mm: notches narrower than about twice this close.
     spacing : sequence of 3 floats
         Voxel size in mm per array axis.
+    voxels_per_radius : float, optional
+        Voxels per radius above which the closing runs on blocks (``inf``: always exact).
 
     Returns
     -------
     ndarray of bool, shape (I, J, K)
         The closed mask (a superset of ``mask``).
     """
-    pad = np.ceil(radius_mm / np.asarray(spacing, dtype=float)).astype(int) + 1
-    padded = np.pad(mask, [(p, p) for p in pad])
-    dilated = ndi.distance_transform_edt(~padded, sampling=spacing) <= radius_mm
-    closed = ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
-    return (closed | padded)[tuple(slice(p, -p) for p in pad)]
+    if not mask.any():
+        return mask.copy()
+    spacing = np.asarray(spacing, dtype=float)
+    where = np.argwhere(mask)
+    box = tuple(slice(a, b + 1) for a, b in zip(where.min(0), where.max(0)))
+    part = mask[box]
+    factors = np.maximum(np.floor(radius_mm / (voxels_per_radius * spacing)), 1).astype(int)
+    if np.all(factors == 1):
+        added = _close_exact(part, radius_mm, spacing) & ~part
+    else:
+        coarse = block_mean(part, factors) >= 0.5
+        notches = _close_exact(coarse, radius_mm, spacing * factors) & ~coarse
+        for axis, f in enumerate(factors):
+            notches = np.repeat(notches, f, axis=axis)
+        added = notches[tuple(slice(0, n) for n in part.shape)]
+    out = mask.copy()
+    out[box] |= added
+    return out
 
 
 def slices_across_coarsest_axis(shape, spacing):

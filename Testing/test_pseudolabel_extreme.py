@@ -12,7 +12,7 @@ from ExtremeSegLib.io.segmentations import read_segmentation
 from ExtremeSegLib.io.volumes import read_image, write_volume
 from ExtremeSegLib.masks import close_mm, convex_slices
 from ExtremeSegLib.metrics import dice
-from ExtremeSegLib.pseudolabel.extreme_points import extreme_points_pseudolabel, relaxed_box
+from ExtremeSegLib.pseudolabel.extreme_points import extreme_points_pseudolabel, near_paths, relaxed_box
 from ExtremeSegLib.simulate import simulate_extreme_points
 
 ROTATION = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -67,7 +67,9 @@ def test_intensity_rerouting_keeps_paths_from_clicks_that_missed_inside_the_obje
     for seed in (2, 3, 4):
         clicks = ExtremePoints.from_points(simulate_extreme_points(label, noise_mm=2.5, seed=seed), image)
         for weight in scores:
-            result = extreme_points_pseudolabel(image, clicks, trust="seeds", path_radius_mm=1.0,
+            # the walker's settings pinned (beta 300, no background seeds, no hull): only the paths differ
+            result = extreme_points_pseudolabel(image, clicks, trust="seeds", path_radius_mm=1.0, beta=300.0,
+                                                background_distance_mm="off", convex=False,
                                                 path_intensity_weight=weight)
             scores[weight].append(dice(result.hard() == 1, label.array))
             wrong[weight] += np.count_nonzero((result.weight == 1) & (result.hard() == 1) & (label.array == 0))
@@ -95,6 +97,35 @@ def test_closing_in_mm_matches_a_ball_element_and_survives_large_radii():
     ring[108:112, 60:90, 2:8] = False  # a notch 4 voxels wide
     closed = close_mm(ring, 38.0, (1.37, 1.37, 10.0))
     assert closed[110, 70, 4] and closed[110, 110, 4] and not closed[10, 10, 4]
+
+
+def test_closing_on_blocks_fills_notches_and_keeps_the_mask_boundary():
+    from scipy import ndimage as ndi
+
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in (80, 70, 40)], indexing="ij"), axis=-1)
+    mask = np.sum(((grid - [40, 35, 20]) / [36.0, 31.0, 17.0]) ** 2, axis=-1) <= 1.0
+    mask[38:42, :25, :] = False  # a slit 4 voxels wide
+    exact = close_mm(mask, 20.0, (1.0, 1.0, 1.0), voxels_per_radius=np.inf)
+    blocks = close_mm(mask, 20.0, (1.0, 1.0, 1.0))  # 20 voxels per radius: blocks of 2
+    assert np.all(blocks >= mask) and blocks[40, 15, 20] and exact[40, 15, 20]
+    assert not blocks[2, 2, 2]  # the box's corner, outside the ellipsoid, stays out
+    assert dice(blocks, exact) > 0.99
+    outline = mask & ~ndi.binary_erosion(mask)
+    assert np.array_equal(blocks[outline], exact[outline])
+
+
+def test_near_paths_matches_a_distance_transform_of_the_whole_region():
+    from scipy import ndimage as ndi
+
+    shape, spacing = (50, 40, 12), (0.8, 0.8, 3.0)
+    paths = [np.stack([np.arange(2, 48), 20 + (np.arange(2, 48) // 10), np.full(46, 6)], axis=1),
+             np.stack([np.full(30, 25), np.arange(5, 35), np.full(30, 5)], axis=1)]
+    on_path = np.zeros(shape, bool)
+    for path in paths:
+        on_path[tuple(path.T)] = True
+    for radius in (0.0, 2.5, 8.0):
+        expected = ndi.distance_transform_edt(~on_path, sampling=spacing) <= radius
+        np.testing.assert_array_equal(near_paths(shape, paths, spacing, radius), expected)
 
 
 def test_convex_slices_fill_each_thick_slice_to_its_hull():

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from ExtremeSegLib.errors import InputError
-from ExtremeSegLib.pseudolabel.geodesic import extreme_point_paths, geodesic_cost, gradient_magnitude, shortest_path
+from ExtremeSegLib.masks import block_mean
+from ExtremeSegLib.pseudolabel.geodesic import (
+    extreme_point_paths,
+    geodesic_cost,
+    gradient_magnitude,
+    path_grid_factors,
+    shortest_path,
+)
 
 
 def _u_corridor(shape=(30, 30, 5)):
@@ -81,3 +88,59 @@ def test_bad_points_and_costs_are_refused():
         shortest_path(np.ones((5, 5, 5)), (0, 0, 0), (5, 0, 0))
     with pytest.raises(InputError, match="positive"):
         shortest_path(np.zeros((5, 5, 5)), (0, 0, 0), (4, 0, 0))
+
+
+def _path_cost(cost, path, spacing):
+    """A path's cost as MCP_Geometric defines it: step length (mm) x mean of the two voxels' costs."""
+    steps = np.linalg.norm(np.diff(path, axis=0) * np.asarray(spacing, dtype=float), axis=1)
+    values = cost[tuple(path.T)]
+    return float(np.sum(steps * (values[1:] + values[:-1]) / 2))
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.7, 0.7, 2.0)])
+def test_coarse_then_band_path_costs_close_to_the_full_search(spacing):
+    # smooth random costs: many near-equal routes, the hardest case for a corridor found on a coarser grid
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(1)
+    cost = ndi.gaussian_filter(rng.random((60, 40, 30)), 2.0) + 0.05
+    start, end = (0, 20, 15), (59, 22, 14)
+    full = shortest_path(cost, start, end, spacing)
+    coarse = shortest_path(cost, start, end, spacing, coarse_factors=(2, 2, 1))
+    assert tuple(coarse[0]) == start and tuple(coarse[-1]) == end
+    assert np.all(np.abs(np.diff(coarse, axis=0)).max(axis=1) == 1)
+    full_cost, coarse_cost = _path_cost(cost, full, spacing), _path_cost(cost, coarse, spacing)
+    assert full_cost <= coarse_cost + 1e-9  # the full search is optimal ...
+    assert coarse_cost <= 1.05 * full_cost  # ... and the band finds a path within 5 % of it
+
+
+def test_coarse_search_still_goes_round_a_wall():
+    cost = _u_corridor((40, 40, 6))
+    cost[3:6, 3:37] = 1.0
+    cost[34:37, 3:37] = 1.0
+    cost[3:37, 34:37] = 1.0
+    path = shortest_path(cost, (4, 4, 2), (35, 4, 2), coarse_factors=(2, 2, 2))
+    assert np.mean(cost[tuple(path.T)] == 1.0) > 0.95
+    assert path[:, 1].max() >= 34
+
+
+def test_block_mean_averages_whole_and_partial_blocks():
+    array = np.arange(5 * 4 * 3, dtype=float).reshape(5, 4, 3)
+    out = block_mean(array, (2, 2, 1))
+    assert out.shape == (3, 2, 3)
+    assert out[0, 0, 0] == pytest.approx(array[0:2, 0:2, 0].mean())
+    assert out[2, 1, 2] == pytest.approx(array[4:5, 2:4, 2].mean())  # the last, partial block along I
+
+
+def test_path_grid_factors_coarsen_only_large_regions_and_keep_the_object_resolved():
+    assert list(path_grid_factors((60, 60, 10), (1.4, 1.4, 10.0), 60.0)) == [1, 1, 1]  # ACDC: searched whole
+    assert list(path_grid_factors((200, 150, 90), (1.0, 1.0, 1.0), 86.0)) == [3, 3, 3]  # 27 times fewer
+    assert list(path_grid_factors((400, 400, 40), (0.5, 0.5, 5.0), 120.0)) == [4, 4, 1]  # thick slices stay
+    assert list(path_grid_factors((200, 150, 90), (1.0, 1.0, 1.0), 30.0)) == [1, 1, 1]  # a small object in it
+    with pytest.raises(InputError, match="max_voxels"):
+        path_grid_factors((200, 150, 90), (1.0, 1.0, 1.0), 90.0, max_voxels=0)
+
+
+def test_bad_coarse_factors_are_refused():
+    with pytest.raises(InputError, match="coarse_factors"):
+        shortest_path(np.ones((5, 5, 5)), (0, 0, 0), (4, 4, 4), coarse_factors=(0, 1, 1))

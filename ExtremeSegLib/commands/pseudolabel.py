@@ -9,7 +9,15 @@ from ..errors import InputError
 HELP = "make a pseudo-label segmentation from 6 extreme-point clicks (geodesic seeds + random walker)"
 
 
+def _distance_or_off(text: str):
+    """``--background-distance-mm``: a distance in mm (> 0) or ``off``."""
+    from ..ranges import POSITIVE
+
+    return "off" if text.strip().lower() == "off" else POSITIVE.parse(text)
+
+
 def add_arguments(parser) -> None:
+    import argparse
     import inspect
 
     from ..pseudolabel.extreme_points import PARAMETER_RANGES, extreme_points_pseudolabel
@@ -32,14 +40,15 @@ def add_arguments(parser) -> None:
                             f"(default {DEFAULTS['box_margin_mm']})")
     group.add_argument("--path-radius-mm", type=PARAMETER_RANGES["path_radius_mm"].parse,
                        default=DEFAULTS["path_radius_mm"],
-                       help="dilate the geodesic paths by this into foreground seeds (default: "
-                            f"{DEFAULTS['path_radius_fraction']:g} of the smallest extent between opposite clicks)")
-    group.add_argument("--background-distance-mm", type=PARAMETER_RANGES["background_distance_mm"].parse,
-                       default=DEFAULTS["background_distance_mm"],
-                       help="voxels farther than this from every path are background seeds (default: off)")
-    group.add_argument("--beta", type=PARAMETER_RANGES["beta"].parse,
-                       default=DEFAULTS["beta"],
-                       help=f"random-walker edge sensitivity (default {DEFAULTS['beta']})")
+                       help="dilate the geodesic paths by this into foreground seeds (default: chosen from the "
+                            "object's contrast and slices, 4 %% or 10 %% of the smallest extent between opposite "
+                            "clicks)")
+    group.add_argument("--background-distance-mm", type=_distance_or_off, default=DEFAULTS["background_distance_mm"],
+                       help="voxels farther than this from every path are background seeds; 'off' for none "
+                            "(default: for a faint object, just beyond where a first walk puts it; else none)")
+    group.add_argument("--beta", type=PARAMETER_RANGES["beta"].parse, default=DEFAULTS["beta"],
+                       help="random-walker edge sensitivity (default: chosen from the object's contrast and slices, "
+                            "600 for a clear object or thick slices, 300 for a faint object)")
     group.add_argument("--intensity-prior-weight", type=PARAMETER_RANGES["intensity_prior_weight"].parse,
                        default=DEFAULTS["intensity_prior_weight"],
                        help="pull towards the seeds' intensity model (0 = plain random walker; "
@@ -52,9 +61,10 @@ def add_arguments(parser) -> None:
                        default=DEFAULTS["conductance_power"],
                        help="random-walker coupling across thick slices: (finest/this spacing)^power "
                             f"(default {DEFAULTS['conductance_power']})")
-    group.add_argument("--convex", action="store_true",
+    group.add_argument("--convex", action=argparse.BooleanOptionalAction, default=DEFAULTS["convex"],
                        help="shape prior: each slice across the thickest axis becomes its convex hull (for objects "
-                            "convex in those slices, e.g. the left ventricle's cavity; not for rings or curved ones)")
+                            "convex in those slices, e.g. the left ventricle's cavity; not for rings or curved ones; "
+                            "default: taken on thick slices where the first label fills 90 %% of its slices' hulls)")
     group.add_argument("--solver", choices=SOLVERS, default="auto", help="random-walker solver (default auto)")
     group.add_argument("--device", default="cpu", help="torch device for the cg_torch solver (default cpu)")
 
@@ -84,12 +94,19 @@ def run(args) -> int:
         extreme = ExtremePoints.from_points(points_ras, image)
     except InputError as err:
         raise InputError(f"{args.points}: {err}") from None
+    chosen = {}
     label = extreme_points_pseudolabel(
         image, extreme, box_margin_mm=args.box_margin_mm, path_radius_mm=args.path_radius_mm,
         background_distance_mm=args.background_distance_mm, beta=args.beta,
         intensity_prior_weight=args.intensity_prior_weight, shape_prior_weight=args.shape_prior_weight,
-        conductance_power=args.conductance_power, convex=args.convex, solver=args.solver, device=args.device)
+        conductance_power=args.conductance_power, convex=args.convex, solver=args.solver, device=args.device,
+        chosen=chosen)
     mask = label.hard() == 1
+    background = chosen["background_distance_mm"]
+    print(f"settings: {'clear' if chosen['clear'] else 'faint'} object (contrast {chosen['contrast']:.2f} sd), "
+          f"beta {chosen['beta']:g}, seed paths {chosen['path_radius_mm']:.1f} mm, background seeds "
+          + ("off" if background is None else f"beyond {background:.1f} mm of the paths")
+          + f", convex slices {'on' if chosen['convex'] else 'off'}")
     written = write_segmentation(args.out, image, [Segment(args.segment_name, mask)], overwrite=args.overwrite)
     print(f"wrote segment {args.segment_name!r} ({int(mask.sum())} voxels, "
           f"{float(mask.sum() * np.prod(image.spacing)) / 1000.0:.1f} ml) to {written}")

@@ -26,11 +26,12 @@ from scipy import ndimage as ndi
 
 from ..annotations import ExtremePoints
 from ..errors import InputError
-from ..masks import close_mm, convex_slices, dilate_mm, fill_enclosed_holes, keep_connected_to, normalise_intensities
+from ..masks import close_mm, convex_slices, fill_enclosed_holes, keep_connected_to, normalise_intensities
 from ..ranges import AT_LEAST_0, COUNT, POSITIVE
 from ..volume import Volume
+from .adaptive import CLEAR_CONTRAST, background_reach_mm, has_thick_slices, path_contrast, regime, wants_convex
 from .cues import confidence_map
-from .geodesic import extreme_point_paths, gradient_magnitude
+from .geodesic import extreme_point_paths, gradient_magnitude, path_grid_factors
 from .label import PseudoLabel
 from .random_walker import memory_estimate, random_walker
 
@@ -39,13 +40,51 @@ DEFAULT_MEMORY_LIMIT = 4 * 1024 ** 3
 
 #: numeric parameters of :func:`extreme_points_pseudolabel` -> the values they accept (the command line, the
 #: job config's ``pseudolabel`` section and ``benchmark --option`` check against the same table)
+#: (``background_distance_mm`` is a number, the word "off" or None: the maker checks it itself)
 PARAMETER_RANGES = {
     "box_margin_mm": AT_LEAST_0, "path_radius_mm": AT_LEAST_0, "path_radius_fraction": POSITIVE,
-    "background_distance_mm": POSITIVE, "euclidean_weight": AT_LEAST_0, "gradient_weight": AT_LEAST_0,
+    "euclidean_weight": AT_LEAST_0, "gradient_weight": AT_LEAST_0,
     "gradient_sigma_mm": AT_LEAST_0, "path_intensity_weight": AT_LEAST_0, "path_intensity_rounds": COUNT,
-    "beta": POSITIVE, "conductance_power": AT_LEAST_0, "intensity_prior_weight": AT_LEAST_0,
-    "shape_prior_weight": AT_LEAST_0, "closing_fraction": AT_LEAST_0, "tol": POSITIVE, "memory_limit_bytes": POSITIVE,
+    "path_search_voxels": COUNT, "beta": POSITIVE, "conductance_power": AT_LEAST_0,
+    "intensity_prior_weight": AT_LEAST_0, "shape_prior_weight": AT_LEAST_0, "closing_fraction": AT_LEAST_0,
+    "tol": POSITIVE, "clear_contrast": POSITIVE, "memory_limit_bytes": POSITIVE,
 }
+
+
+def near_paths(shape, paths, spacing, radius_mm: float) -> np.ndarray:
+    """Voxels within a distance of any voxel of the paths (Euclidean, honouring spacing).
+
+    One distance transform per path, in its bounding box grown by the radius, not in the whole region: a path
+    runs along one axis, so its box is a thin slab (exact: every voxel within the radius lies in that box).
+
+    Parameters
+    ----------
+    shape : sequence of 3 ints
+        The region's shape ``(I, J, K)``.
+    paths : sequence of ndarrays of int, shape (N_a, 3)
+        Voxel indices of each path in the region (an empty path adds nothing).
+    spacing : sequence of 3 floats
+        Voxel size in mm per axis.
+    radius_mm : float
+        The distance (mm); 0 gives the path voxels themselves.
+
+    Returns
+    -------
+    ndarray of bool, shape (I, J, K)
+    """
+    spacing = np.asarray(spacing, dtype=float)
+    near = np.zeros(shape, dtype=bool)
+    reach = np.ceil(max(radius_mm, 0.0) / spacing).astype(int)
+    for path in paths:
+        if len(path) == 0:
+            continue
+        lo = np.maximum(path.min(0) - reach, 0)
+        hi = np.minimum(path.max(0) + reach + 1, shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        away = np.ones(tuple(hi - lo), dtype=bool)
+        away[tuple((path - lo).T)] = False
+        near[box] |= ndi.distance_transform_edt(away, sampling=spacing) <= radius_mm
+    return near
 
 
 def seeds_from_paths(shape, paths, spacing, relaxed_lo, relaxed_hi, path_radius_mm: float,
@@ -78,19 +117,20 @@ def seeds_from_paths(shape, paths, spacing, relaxed_lo, relaxed_hi, path_radius_
     """
     spacing = np.asarray(spacing, dtype=float)
     on_path = np.zeros(shape, dtype=bool)
-    core = np.zeros(shape, dtype=bool)
+    cores = []
     for path in paths:
         on_path[tuple(path.T)] = True
         mm = path * spacing
         from_ends = np.minimum(np.linalg.norm(mm - mm[0], axis=1), np.linalg.norm(mm - mm[-1], axis=1))
-        core[tuple(path[from_ends >= path_radius_mm].T)] = True
+        cores.append(path[from_ends >= path_radius_mm])
     seeds = np.full(shape, -1, dtype=np.int16)
     inside = np.zeros(shape, dtype=bool)
     inside[tuple(slice(a, b) for a, b in zip(relaxed_lo, relaxed_hi))] = True
     seeds[~inside] = 0
     if background_distance_mm is not None:
-        seeds[ndi.distance_transform_edt(~on_path, sampling=spacing) > background_distance_mm] = 0
-    seeds[(dilate_mm(core, path_radius_mm, spacing) | on_path) & inside] = 1
+        seeds[~near_paths(shape, paths, spacing, background_distance_mm)] = 0
+    dilated = near_paths(shape, cores, spacing, path_radius_mm) if path_radius_mm > 0 else on_path
+    seeds[(dilated | on_path) & inside] = 1
     return seeds
 
 
@@ -136,20 +176,23 @@ def relaxed_box(points: ExtremePoints, image: Volume, margin_mm: float):
 
 
 def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_margin_mm: float = 1.0,
-                               path_radius_mm: float | None = None, path_radius_fraction: float = 0.06,
-                               background_distance_mm: float | None = None, euclidean_weight: float = 10.0,
+                               path_radius_mm: float | None = None, path_radius_fraction: float | None = None,
+                               background_distance_mm: float | str | None = None, euclidean_weight: float = 10.0,
                                gradient_weight: float = 1.0, auto_scale: bool = True, gradient_sigma_mm: float = 1.0,
                                path_intensity_weight: float = 1.0, path_intensity_rounds: int = 2,
-                               beta: float = 300.0, conductance_power: float = 1.0,
+                               path_search_voxels: int = 100_000,
+                               beta: float | None = None, conductance_power: float = 1.0,
                                intensity_prior_weight: float = 0.0, shape_prior_weight: float = 0.0,
                                keep_connected: bool = True, closing_fraction: float = 0.25, fill_holes: bool = True,
-                               convex: bool = False, trust: str = "all", solver: str = "auto", tol: float = 1e-3,
-                               device="cpu",
-                               memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT) -> PseudoLabel:
+                               convex: bool | None = None, trust: str = "all", solver: str = "auto", tol: float = 1e-3,
+                               device="cpu", clear_contrast: float = CLEAR_CONTRAST,
+                               memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT,
+                               chosen: dict | None = None) -> PseudoLabel:
     """Pseudo-label (background, foreground) of the object the 6 extreme points bound.
 
-    Defaults were tuned on 40 hippocampus and 20 ACDC cases and hold for both (see
-    ``benchmarks/results/pseudolabel_extreme.md``).
+    The settings a user does not give are chosen from the image and the clicks (``beta``, the seed paths'
+    radius, the background seeds, the convex prior: :mod:`.adaptive`), so one set of defaults serves the
+    hippocampus and ACDC alike (``benchmarks/results/pseudolabel_defaults.md``); explicit values override.
 
     Parameters
     ----------
@@ -165,9 +208,13 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         ``path_radius_fraction`` of the smallest distance between opposite clicks, at least 1 mm (paper 000 notes
         that the dilation depends on the organ's size).
     path_radius_fraction : float, optional
-    background_distance_mm : float, optional
-        Voxels farther than this (mm) from every path are background seeds too (``None``: off; paper 000 uses
-        30 mm for spleen and liver).
+        ``None`` (default): chosen from the object's contrast (:mod:`.adaptive`: 0.1 for a clear object, 0.04
+        for a faint one).
+    background_distance_mm : float or "off", optional
+        Voxels farther than this (mm) from every path are background seeds too (``"off"``: none; paper 000 uses
+        30 mm for spleen and liver). ``None`` (default): chosen from the data, off for a clear object; for a faint
+        one just beyond the farthest voxel a first walk puts in the object (:func:`.adaptive.background_reach_mm`;
+        one more walk).
     euclidean_weight, gradient_weight, auto_scale : optional
         The path cost terms (:func:`.geodesic.geodesic_cost`), each scaled to 0..1 by paper 001's automatic
         policy, then weighted (a Euclidean weight of 10 keeps the paths from running round the object along its
@@ -183,9 +230,15 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         0.854 (docs/benchmarks.md); it costs one more Dijkstra per path and round, about double the maker's time
         on large regions.
     path_intensity_rounds : int, optional
+    path_search_voxels : int, optional
+        Regions with more voxels are searched for paths on blocks of whole voxels making about this many, then
+        the paths are refined at full resolution in a band around the coarse ones
+        (:func:`.geodesic.path_grid_factors`, :func:`.geodesic.shortest_path`): the search visits most of the
+        region, so this bounds the paths' time on large regions (the hippocampus and ACDC are searched whole).
     beta : float, optional
-        Random-walker edge sensitivity (paper 000: 130 with scikit-image's convention; 300 measured better
-        here); the walker (:func:`.random_walker.random_walker`) runs on intensities normalised to 0..1 in the region.
+        Random-walker edge sensitivity (paper 000: 130 with scikit-image's convention); the walker
+        (:func:`.random_walker.random_walker`) runs on intensities normalised to 0..1 in the region. ``None``
+        (default): chosen from the object's contrast (:mod:`.adaptive`: 600 clear, 300 faint).
     conductance_power : float, optional
         Coupling across thick slices (1 measured best on ACDC; 2 = diffusion in mm, 0 = per voxel).
     intensity_prior_weight : float, optional
@@ -201,15 +254,22 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     fill_holes : bool, optional
         Fill enclosed holes (3D and per slice across the coarsest axis).
     convex : bool, optional
-        A shape prior, off by default: each slice across the coarsest axis becomes its convex hull
-        (:func:`convex_slices`; for objects convex in those slices, e.g. the left ventricle's cavity, never for
-        the myocardium's ring).
+        A shape prior: each slice across the coarsest axis becomes its convex hull (:func:`convex_slices`; for
+        objects convex in those slices, e.g. the left ventricle's cavity, never for the myocardium's ring).
+        ``None`` (default): taken on stacks of thick slices where the label already fills 90 % of its slices'
+        hulls (:func:`.adaptive.wants_convex`).
     trust : {"all", "seeds"}, optional
         Weight 1 everywhere, or weight 1 on seeds only.
     solver, tol, device : optional
         Passed to the random walker.
+    clear_contrast : float, optional
+        Contrast along the paths (region standard deviations) from which an object counts as clear
+        (:func:`.adaptive.regime`).
     memory_limit_bytes : int, optional
         :class:`InputError` when the random walker's estimated memory for the region exceeds it.
+    chosen : dict, optional
+        Filled with what the maker chose: ``contrast``, ``clear``, ``beta``, ``path_radius_mm``,
+        ``background_distance_mm`` (None = off), ``convex``, ``path_grid_factors``.
 
     Returns
     -------
@@ -219,22 +279,27 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     """
     if trust not in ("all", "seeds"):
         raise InputError(f"trust must be 'all' or 'seeds', got {trust!r}")
+    if convex not in (True, False, None):
+        raise InputError(f"convex must be true, false or left out (chosen from the data), got {convex!r}")
     numbers = dict(box_margin_mm=box_margin_mm, path_radius_mm=path_radius_mm,
-                   path_radius_fraction=path_radius_fraction, background_distance_mm=background_distance_mm,
-                   euclidean_weight=euclidean_weight, gradient_weight=gradient_weight,
-                   gradient_sigma_mm=gradient_sigma_mm, path_intensity_weight=path_intensity_weight,
-                   path_intensity_rounds=path_intensity_rounds, beta=beta,
-                   conductance_power=conductance_power, intensity_prior_weight=intensity_prior_weight,
-                   shape_prior_weight=shape_prior_weight, closing_fraction=closing_fraction, tol=tol,
+                   path_radius_fraction=path_radius_fraction, euclidean_weight=euclidean_weight,
+                   gradient_weight=gradient_weight, gradient_sigma_mm=gradient_sigma_mm,
+                   path_intensity_weight=path_intensity_weight, path_intensity_rounds=path_intensity_rounds,
+                   path_search_voxels=path_search_voxels, beta=beta, conductance_power=conductance_power,
+                   intensity_prior_weight=intensity_prior_weight, shape_prior_weight=shape_prior_weight,
+                   closing_fraction=closing_fraction, tol=tol, clear_contrast=clear_contrast,
                    memory_limit_bytes=memory_limit_bytes)
     for name, value in numbers.items():
         if value is not None:
             PARAMETER_RANGES[name].check(value, name)
+    if background_distance_mm is not None and background_distance_mm != "off":
+        POSITIVE.check(background_distance_mm,
+                       "background_distance_mm (a distance in mm, 'off', or left out: chosen from the data)")
     image.require_finite()
     spacing = image.spacing
     size_mm = smallest_extent_mm(points)
-    if path_radius_mm is None:
-        path_radius_mm = max(1.0, path_radius_fraction * size_mm)
+    auto_background = background_distance_mm is None
+    fixed_background = None if background_distance_mm in (None, "off") else float(background_distance_mm)
 
     # Region = relaxed box plus one voxel of background all round (clipped at the image border).
     relaxed_lo, relaxed_hi = relaxed_box(points, image, box_margin_mm)
@@ -252,15 +317,17 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     intensities = normalise_intensities(region.array)
 
     clicks = points.index(image) - lo
+    factors = path_grid_factors(shape, spacing, size_mm, path_search_voxels)
     gradient = gradient_magnitude(intensities, spacing, gradient_sigma_mm)  # shared by every re-routing round
 
-    def seeds_along(**cost):
-        paths = extreme_point_paths(intensities, clicks, spacing, euclidean_weight=euclidean_weight,
+    def paths_and_seeds(radius_mm, **cost):
+        paths = extreme_point_paths(intensities, clicks, spacing, factors, euclidean_weight=euclidean_weight,
                                     gradient_weight=gradient_weight, auto_scale=auto_scale, gradient=gradient, **cost)
-        return paths, seeds_from_paths(shape, paths, spacing, relaxed_lo - lo, relaxed_hi - lo, path_radius_mm,
-                                       background_distance_mm)
+        return paths, seeds_from_paths(shape, paths, spacing, relaxed_lo - lo, relaxed_hi - lo, radius_mm,
+                                       fixed_background)
 
-    paths, seeds = seeds_along()
+    # paths that only feed the next round's intensity model need no dilation (the model takes the paths alone)
+    paths, seeds = paths_and_seeds(0.0)
     if not np.any(seeds == 0):
         raise InputError(
             "the extreme points span the whole image, so no voxel is known to be background; "
@@ -271,7 +338,17 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         model = np.where(seeds == 0, 0, -1).astype(np.int16)
         model[tuple(np.concatenate(paths).T)] = 1
         unlike = 1.0 - intensity_likelihood_ratio(intensities, model)
-        paths, seeds = seeds_along(background_probability=unlike, background_weight=path_intensity_weight)
+        paths, seeds = paths_and_seeds(0.0, background_probability=unlike, background_weight=path_intensity_weight)
+
+    # settings left to the data (adaptive.py): the object's contrast along its final paths picks the regime
+    contrast = path_contrast(intensities, paths)
+    picked = regime(contrast, spacing, clear_contrast)
+    beta = picked["beta"] if beta is None else beta
+    if path_radius_mm is None:
+        fraction = picked["path_radius_fraction"] if path_radius_fraction is None else path_radius_fraction
+        path_radius_mm = max(1.0, fraction * size_mm)
+    seeds = seeds_from_paths(shape, paths, spacing, relaxed_lo - lo, relaxed_hi - lo, path_radius_mm,
+                             fixed_background)
     prior, prior_weight = None, intensity_prior_weight + shape_prior_weight
     if prior_weight > 0:
         likely = np.zeros(shape)
@@ -281,9 +358,32 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
             likely += shape_prior_weight * confidence_map(points, region)
         likely /= prior_weight
         prior = np.stack([1.0 - likely, likely])
-    probs = random_walker(intensities, seeds, spacing, beta=beta, solver=solver, tol=tol, device=device,
-                          prior=prior, prior_weight=prior_weight, conductance_power=conductance_power)
-    fg = postprocess(probs[1], seeds, spacing, keep_connected, fill_holes, closing_fraction * size_mm, convex)
+
+    def walk():
+        return random_walker(intensities, seeds, spacing, beta=beta, solver=solver, tol=tol, device=device,
+                             prior=prior, prior_weight=prior_weight, conductance_power=conductance_power)
+
+    background_distance_mm = fixed_background
+    if auto_background and not picked["clear"]:
+        # a faint object leaks: background seeds just beyond where a first walk puts it
+        first = keep_connected_to(walk()[1] > 0.5, seeds == 1)
+        background_distance_mm = background_reach_mm(first, paths, spacing)
+        seeds[(seeds < 0) & ~near_paths(shape, paths, spacing, background_distance_mm)] = 0
+    probs = walk()
+    fg = postprocess(probs[1], seeds, spacing, keep_connected, fill_holes, closing_fraction * size_mm)
+    if convex is None and not has_thick_slices(spacing):
+        convex = False  # the hulls are only worth computing where the rule could take them
+    if convex is not False:
+        hard = fg > 0.5
+        hull = convex_slices(hard, spacing)
+        if convex is None:
+            convex = wants_convex(float(hard.sum() / max(int(hull.sum()), 1)), spacing)
+        if convex:
+            fg[hull & ~hard & (seeds != 0)] = 1.0
+    if chosen is not None:
+        chosen.update({"contrast": contrast, "clear": picked["clear"], "beta": float(beta),
+                       "path_radius_mm": float(path_radius_mm), "background_distance_mm": background_distance_mm,
+                       "convex": bool(convex), "path_grid_factors": [int(f) for f in factors]})
 
     full = np.zeros(image.shape, dtype=np.float32)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))

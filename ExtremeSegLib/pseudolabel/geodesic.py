@@ -4,9 +4,10 @@ Paper 000 joins each pair of opposite extreme points by Dijkstra's shortest path
 gradient magnitude as the cost; paper 001 adds a Euclidean length term and scales both terms to 0..1
 automatically (``1/gamma_e`` = the largest distance from the start inside the tight box, ``1/gamma_g`` =
 the largest gradient magnitude there). Both are available here. Paths are found with scikit-image's
-``MCP_Geometric`` on the 26-neighbour grid, whose step lengths honour the voxel spacing: the cost of a
-step is its length in mm times the mean of the two voxels' costs, so a constant cost adds the
-Euclidean length and the gradient term is integrated along the path in mm.
+``MCP_Geometric`` (BSD; the GPL-licensed ``dijkstra3d`` was not an option) on the 26-neighbour grid, whose
+step lengths honour the voxel spacing: the cost of a step is its length in mm times the mean of the two
+voxels' costs, so a constant cost adds the Euclidean length and the gradient term is integrated along the
+path in mm. Large regions are searched coarse-to-fine (:func:`shortest_path`).
 
 An optional ``background_probability`` term (001's "deep geodesics", here from any probability map, e.g.
 a first random walker or a network) makes paths stay inside the object.
@@ -19,6 +20,7 @@ from scipy import ndimage as ndi
 from skimage.graph import MCP_Geometric
 
 from ..errors import InputError
+from ..masks import block_mean
 
 
 def gradient_magnitude(image: np.ndarray, spacing=(1.0, 1.0, 1.0), sigma_mm: float = 0.0) -> np.ndarray:
@@ -104,17 +106,44 @@ def geodesic_cost(image: np.ndarray, spacing=(1.0, 1.0, 1.0), start=None, euclid
     return cost.astype(np.float32)
 
 
-def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+def _check_endpoints(cost: np.ndarray, start, end):
+    """``start`` and ``end`` as rounded index tuples; :class:`InputError` when one lies outside the grid."""
+    start = tuple(int(v) for v in np.round(start))
+    end = tuple(int(v) for v in np.round(end))
+    for name, p in (("start", start), ("end", end)):
+        if any(v < 0 or v >= n for v, n in zip(p, cost.shape)):
+            raise InputError(f"geodesic path: the {name} voxel {list(p)} lies outside the {list(cost.shape)} grid")
+    return start, end
+
+
+def _dijkstra(cost: np.ndarray, start, end, spacing) -> np.ndarray:
+    """scikit-image's MCP_Geometric from ``start`` until ``end`` is reached; infinite cost = impassable."""
+    mcp = MCP_Geometric(cost, fully_connected=True, sampling=tuple(float(s) for s in spacing))
+    mcp.find_costs([start], [end])
+    return np.asarray(mcp.traceback(end), dtype=np.int64)
+
+
+def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0), coarse_factors=(1, 1, 1)) -> np.ndarray:
     """Minimum-cost path between two voxels (26-neighbour steps, step lengths in mm).
+
+    A step costs its length in mm times the mean of the two voxels' costs (scikit-image's ``MCP_Geometric``).
+    Dijkstra's search visits every voxel cheaper to reach than the end, most of the region; with
+    ``coarse_factors`` above 1 the path is first found on blocks of that many voxels per axis (block-mean cost,
+    block sizes in mm), then again at full resolution inside the band of one block's largest size around it:
+    the full-resolution path wherever the coarse one found the right corridor, at a fraction of the time
+    (within 5 % of the optimal cost on smooth random costs, ``Testing/test_pseudolabel_geodesic.py``).
 
     Parameters
     ----------
     cost : ndarray, shape (I, J, K)
-        Cost per mm of each voxel (positive), e.g. :func:`geodesic_cost`.
+        Cost per mm of each voxel (finite, positive), e.g. :func:`geodesic_cost`.
     start, end : sequence of 3 numbers
         Voxel indices (rounded) of the path's ends, inside the grid.
     spacing : sequence of 3 floats, optional
         Voxel size in mm per axis.
+    coarse_factors : sequence of 3 ints, optional
+        Block size per axis of the first, coarse search (all 1: one search at full resolution);
+        see :func:`path_grid_factors`.
 
     Returns
     -------
@@ -122,19 +151,72 @@ def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0)) -> np.n
         Voxel indices, ``start`` first and ``end`` last, consecutive voxels adjacent.
     """
     cost = np.asarray(cost, dtype=np.float64)
-    start = tuple(int(v) for v in np.round(start))
-    end = tuple(int(v) for v in np.round(end))
-    for name, p in (("start", start), ("end", end)):
-        if any(v < 0 or v >= n for v, n in zip(p, cost.shape)):
-            raise InputError(f"geodesic path: the {name} voxel {list(p)} lies outside the {list(cost.shape)} grid")
+    start, end = _check_endpoints(cost, start, end)
     if not np.all(np.isfinite(cost)) or cost.min() <= 0:
         raise InputError("geodesic path: the cost must be finite and positive everywhere")
-    mcp = MCP_Geometric(cost, fully_connected=True, sampling=tuple(float(s) for s in spacing))
-    mcp.find_costs([start], [end])
-    return np.asarray(mcp.traceback(end), dtype=np.int64)
+    spacing = np.asarray(spacing, dtype=float)
+    factors = np.asarray(coarse_factors, dtype=int)
+    if factors.shape != (3,) or np.any(factors < 1):
+        raise InputError(f"geodesic path: coarse_factors must be 3 whole numbers >= 1, got {list(coarse_factors)}")
+    if np.all(factors == 1):
+        return _dijkstra(cost, start, end, spacing)
+    coarse = _dijkstra(block_mean(cost, factors), tuple(np.asarray(start) // factors),
+                       tuple(np.asarray(end) // factors), spacing * factors)
+    # the band: within one block of the coarse path's block centres (consecutive centres are at most one block
+    # diagonal apart, so the band is connected and holds start and end), searched in its bounding box only
+    centres = np.minimum(coarse * factors + (factors - 1) // 2, np.asarray(cost.shape) - 1)
+    radius = float(np.max(factors * spacing))
+    reach = np.ceil(radius / spacing).astype(int)
+    lo = np.maximum(np.minimum(centres.min(0), np.minimum(start, end)) - reach, 0)
+    hi = np.minimum(np.maximum(centres.max(0), np.maximum(start, end)) + reach + 1, cost.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    away = np.ones(tuple(hi - lo), dtype=bool)
+    away[tuple((np.vstack([centres, start, end]) - lo).T)] = False
+    band = ndi.distance_transform_edt(away, sampling=spacing) <= radius
+    local = np.where(band, cost[box], np.inf)
+    return _dijkstra(local, tuple(np.asarray(start) - lo), tuple(np.asarray(end) - lo), spacing) + lo
 
 
-def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1.0, 1.0, 1.0), **cost_params) -> list:
+def path_grid_factors(shape, spacing, size_mm: float, max_voxels: int = 100_000,
+                      voxels_across: float = 24.0) -> np.ndarray:
+    """Block sizes for the coarse path search of a large region.
+
+    Dijkstra's search visits most of the region, so a region of more than ``max_voxels`` voxels is searched on
+    blocks of about equal size in mm that make about that many (finer axes are coarsened first, thick slices
+    stay as they are), but never so coarse that the object's size spans fewer than ``voxels_across`` blocks: the
+    coarse path only has to find the object's corridor. Regions of up to ``max_voxels`` (the hippocampus, ACDC's
+    structures) are searched at full resolution.
+
+    Parameters
+    ----------
+    shape : sequence of 3 ints
+        The region's shape.
+    spacing : sequence of 3 floats
+        Voxel size in mm per axis.
+    size_mm : float
+        The object's size (mm), e.g. the smallest distance between opposite clicks.
+    max_voxels : int, optional
+        The largest region searched at full resolution (> 0).
+    voxels_across : float, optional
+        Blocks the object's size must still span (> 0).
+
+    Returns
+    -------
+    ndarray of int, shape (3,)
+        Whole numbers >= 1.
+    """
+    spacing = np.asarray(spacing, dtype=float)
+    if not (max_voxels > 0 and voxels_across > 0):
+        raise InputError(f"max_voxels and voxels_across must be > 0, got {max_voxels} and {voxels_across}")
+    voxels = float(np.prod(shape))
+    if voxels <= max_voxels:
+        return np.ones(3, dtype=int)
+    block_mm = min(float(spacing.min()) * (voxels / max_voxels) ** (1.0 / 3.0), size_mm / voxels_across)
+    return np.maximum(np.round(block_mm / spacing), 1).astype(int)
+
+
+def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1.0, 1.0, 1.0),
+                        coarse_factors=(1, 1, 1), **cost_params) -> list:
     """The 3 minimum-cost paths joining each pair of opposite extreme points.
 
     Parameters
@@ -145,6 +227,8 @@ def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1
         Voxel indices of the pairs (as ``ExtremePoints.index``), rounded and clipped to the grid.
     spacing : sequence of 3 floats, optional
         Voxel size in mm per axis.
+    coarse_factors : sequence of 3 ints, optional
+        See :func:`shortest_path`.
     **cost_params
         Passed to :func:`geodesic_cost` (the automatic scaling uses each path's start); its ``gradient``, when
         given, saves computing :func:`gradient_magnitude` again (``sigma_mm`` is then unused).
@@ -163,5 +247,5 @@ def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1
     paths = []
     for lo, hi in extreme_index.astype(int):
         cost = geodesic_cost(image, spacing, start=lo, gradient=gradient, **cost_params) if per_start else shared
-        paths.append(shortest_path(cost, lo, hi, spacing))
+        paths.append(shortest_path(cost, lo, hi, spacing, coarse_factors))
     return paths

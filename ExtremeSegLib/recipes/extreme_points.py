@@ -39,8 +39,9 @@ class ExtremePointsRecipe(Recipe):
         if len(config.classes) != 1:
             raise InputError(f"the extreme_points recipe segments one object per case (6 clicks bound one object); "
                              f"the config lists {len(config.classes)} classes")
-        # before the run starts: names, types and ranges of the maker's keywords
-        check_keywords(config.pseudolabel, extreme_points_pseudolabel, PARAMETER_RANGES, "pseudolabel", ("device",))
+        # before the run starts: names, types and ranges of the maker's keywords (not its report of its choice)
+        check_keywords(config.pseudolabel, extreme_points_pseudolabel, PARAMETER_RANGES, "pseudolabel",
+                       ("device", "chosen"))
 
     def initial_label(self, job, case) -> PseudoLabel:
         return extreme_points_pseudolabel(case.frame.grid, case.points, device=job.device.type,
