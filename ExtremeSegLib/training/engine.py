@@ -2,8 +2,11 @@
 
 One code path for CPU and CUDA: on a GPU the forward pass runs under autocast (float16) with a gradient
 scaler; on the CPU both are disabled no-ops. A checkpoint is written at the start of a training run and after
-every epoch (weights, optimizer, scheduler, scaler, round/epoch, RNG states, current patch and batch size),
-atomically; :func:`fit` continues from it. Cancellation is checked before every batch. A GPU out-of-memory
+every epoch (weights, optimizer, scheduler, scaler, round/epoch, RNG states, current patch and batch size, the
+epoch log), atomically; :func:`fit` continues from it. Every epoch is logged (:class:`FitResult` ``epochs``):
+its training seconds, mean loss, the Dice meter's hard Dice on the trusted voxels of its batches, and what an
+optional ``evaluate`` callback measures (a recipe's validation Dice; its time is not training time), so that a
+run's Dice can be shown against its training minutes. Cancellation is checked before every batch. A GPU out-of-memory
 error frees memory, halves the batch (then the patch), says so through :class:`~ExtremeSegLib.progress.Progress`
 and retries the step, down to batch 1 and the smallest patch the network accepts, then stops with a clear error.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
@@ -172,6 +176,9 @@ class FitResult:
     losses: list  # mean loss per epoch of this run
     patch_size: tuple  # possibly reduced after out-of-memory errors
     batch_size: int
+    #: one record per epoch: {"epoch", "seconds" (training time of that epoch), "loss", "train_dice" (the meter's,
+    #: None without foreground), and the figures ``evaluate`` returned at that epoch}
+    epochs: list = field(default_factory=list)
 
 
 class _DiceMeter:
@@ -200,7 +207,7 @@ class _DiceMeter:
 
 def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacing_mm, patch_size, multiple,
         device: torch.device, checkpoint: Path, progress: Progress = None, round_index: int = 0,
-        loss_fn: torch.nn.Module = None) -> FitResult:
+        loss_fn: torch.nn.Module = None, evaluate=None, evaluate_every: int = 1) -> FitResult:
     """Train ``network`` on ``volumes`` (:class:`~ExtremeSegLib.training.data.TrainingVolume`) for
     ``settings.epochs`` epochs, starting from its current weights, or continue from ``checkpoint`` when it
     holds an unfinished run of the same ``round_index``.
@@ -208,6 +215,8 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
     ``patch_size`` must be a multiple of ``multiple`` (the network's total stride) per axis.
     ``loss_fn`` defaults to ``build_loss(settings.loss)``; a recipe may pass its own loss or an
     :class:`Objective` (whose parameters are trained alongside and checkpointed with the network's).
+    ``evaluate(epoch) -> dict`` (optional) is called after every ``evaluate_every``-th epoch and the last, with the
+    network in eval mode; its figures (e.g. ``{"validation_dice": 0.8}``) join that epoch's record.
     Raises :class:`~ExtremeSegLib.errors.CancelledError` (checkpoint kept) when cancelled.
     """
     progress = progress or Progress(bar=False)
@@ -234,14 +243,14 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng"):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        start, losses = state["epoch"], list(state["losses"])
+        start, losses, log = state["epoch"], list(state["losses"]), list(state.get("epoch_log", []))
         patch, batch = tuple(state["patch_size"]), int(state["batch_size"])
         if start:
             progress.message(f"resuming round {round_index} after epoch {start} of {settings.epochs}")
     else:
         rng = np.random.default_rng([settings.seed, round_index])
         torch.manual_seed(settings.seed * 1000 + round_index)
-        start, losses = 0, []
+        start, losses, log = 0, [], []
         patch, batch = tuple(int(n) for n in patch_size), settings.batch_size
 
     def write_checkpoint(epoch):
@@ -251,7 +260,7 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "numpy_rng": _rng_state(rng), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-            "patch_size": list(patch), "batch_size": batch, "losses": losses,
+            "patch_size": list(patch), "batch_size": batch, "losses": losses, "epoch_log": log,
         })
 
     if start == 0:
@@ -261,14 +270,17 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
 
     for epoch in range(start + 1, settings.epochs + 1):
         network.train()
-        order = np.concatenate([rng.permutation(len(padded)) for _ in range(math.ceil(steps * batch / len(padded)) + 1)])
+        started = time.perf_counter()
+        passes = math.ceil(steps * batch / len(padded)) + 1
+        order = np.concatenate([rng.permutation(len(padded)) for _ in range(passes)])
         cursor, total, meter = 0, 0.0, _DiceMeter()
         progress.bar(steps, f"round {round_index} epoch {epoch}/{settings.epochs}")
         for _ in range(steps):
             progress.check_cancelled()
             while True:
                 indices = order[cursor:cursor + batch]
-                x, y, w = make_batch(padded, indices, patch, rng, settings.foreground_fraction, spacing_mm, augmentation)
+                x, y, w = make_batch(padded, indices, patch, rng, settings.foreground_fraction, spacing_mm,
+                                     augmentation)
                 try:
                     loss, logits = _train_step(network, objective, parameters, optimizer, scaler, x, y, w, device,
                                                use_amp)
@@ -293,11 +305,25 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
             meter.add(logits, y.to(logits.device), w.to(logits.device))
             progress.advance(1, loss=loss)
         progress.close_bar()
+        _synchronize(device)
         losses.append(total / steps)
+        record = {"epoch": epoch, "seconds": time.perf_counter() - started, "loss": losses[-1],
+                  "train_dice": meter.value()}
+        if evaluate is not None and (epoch % evaluate_every == 0 or epoch == settings.epochs):
+            network.eval()
+            record.update(evaluate(epoch))
+        log.append(record)
         write_checkpoint(epoch)
         progress.emit("epoch", round=round_index, epoch=epoch, epochs=settings.epochs, loss=losses[-1],
-                      dice=meter.value())
-    return FitResult(losses, tuple(patch), batch)
+                      dice=record["train_dice"], seconds=sum(r["seconds"] for r in log),
+                      **{k: v for k, v in record.items() if k not in ("epoch", "seconds", "loss", "train_dice")})
+    return FitResult(losses, tuple(patch), batch, log)
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that an epoch's time is its own."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _train_step(network, objective, parameters, optimizer, scaler, x, y, w, device, use_amp):
