@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
-from .errors import CancelledError, InputError
+from .errors import CancelledError, InputError, InputWarning
 
 #: command name -> module under ExtremeSegLib.commands (in the order --help lists them)
 COMMANDS = {
@@ -53,8 +54,29 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=f"extremeseg {command}", description=module.HELP)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)
+        warnings.showwarning = _one_line_warning(command)
+        return _run(command, module, args)
+
+
+def _one_line_warning(command: str):
+    """``warnings.showwarning`` for the command line: what is wrong about the input, one line, no source line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InputWarning):
+            print(f"extremeseg {command}: warning: {message}", file=sys.stderr)
+        else:
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+    return show
+
+
+def _run(command: str, module, args) -> int:
+    """Run a command; its outputs are removed again when it fails (:func:`~.io.outputs.tracking_files`)."""
+    from .io.outputs import os_error, tracking_files
+
     try:
-        return int(module.run(args) or 0)
+        with tracking_files():
+            return int(module.run(args) or 0)
     except InputError as err:
         print(f"extremeseg {command}: error: {err}", file=sys.stderr)
         return 2
@@ -64,6 +86,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"extremeseg {command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.filename is None:
+            raise
+        # A file operation no reader or writer turned into a sentence: still a sentence about the disk, not a bug.
+        print(f"extremeseg {command}: error: {os_error(err, err.filename, 'use')}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

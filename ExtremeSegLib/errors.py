@@ -9,5 +9,9 @@ class InputError(ValueError):
     """Bad input from the user: wrong points, mismatched geometry, unreadable file..."""
 
 
+class InputWarning(UserWarning):
+    """Input that is probably not what the user meant (an image without contrast, a label map given as image)."""
+
+
 class CancelledError(RuntimeError):
     """The user cancelled a long run; the last checkpoint is kept."""

@@ -18,8 +18,8 @@ class RecipeEntry:
     """One recipe as a user sees it.
 
     ``name``: the job config's ``"recipe"``; ``title``: what the Method list shows; ``annotation``: the kind of
-    annotation each training volume needs (one of :data:`ANNOTATIONS`, or ``"labels"``); ``clicks_at_inference``: whether the
-    trained model needs the clicks of a new volume (``False``: fully automatic).
+    annotation each training volume needs (one of :data:`ANNOTATIONS`, or ``"labels"``); ``clicks_at_inference``:
+    whether the trained model needs the clicks of a new volume (``False``: fully automatic).
     """
 
     name: str
@@ -35,8 +35,9 @@ CATALOG = (
                 "of each new volume."),
     RecipeEntry("scribbles", "Scribbles (seed areas, CRF, MC-dropout uncertainty)", "scribbles", False,
                 "scribbles per class; random-walker seed areas, dense-CRF recursions; fully automatic model."),
-    RecipeEntry("fully_supervised", "Full labels (the reference for weak recipes)", "labels", False,
-                "dense expert labels; the same network and budget as the weak recipes."),
+    RecipeEntry("fully_supervised", "Full labels (the reference for weak recipes)", "labels", True,
+                "dense expert labels; the same network, inputs and budget as the weak recipes (by default the click "
+                "heatmap input of extreme points, so its model needs the clicks unless the job drops that input)."),
 )
 
 

@@ -7,7 +7,7 @@ import torch
 
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.training.data import InputSpec
-from ExtremeSegLib.training.model_file import load_model, read_description, save_model
+from ExtremeSegLib.training.model_file import description_digest, load_model, read_description, save_model
 from ExtremeSegLib.training.networks import build_network, plan_network
 
 KERNELS, STRIDES = plan_network((1.0, 1.0, 2.0), (16, 16, 8), min_feature_size=2, max_levels=3)
@@ -49,13 +49,29 @@ def rewrite(path, change):
     torch.save(content, path)
 
 
-def rewrite_description(path, change):
-    """Edit the model file's JSON description in place (``change`` mutates the parsed dict)."""
+def rewrite_description(path, change, reseal=True):
+    """Edit the model file's JSON description in place (``change`` mutates the parsed dict); ``reseal``: update its
+    checksum too, as a writer that made an inconsistent file would (so that the checks behind the checksum run)."""
     def edit(content):
         description = json.loads(content["description"])
         change(description)
+        if reseal and "description_sha256" in description:
+            description["description_sha256"] = description_digest(description)
         content["description"] = json.dumps(description)
     rewrite(path, edit)
+
+
+def test_edited_description_is_refused(saved):
+    _, path = saved
+    rewrite_description(path, lambda d: d["classes"][0].update(name="amygdala"), reseal=False)  # loads fine otherwise
+    with pytest.raises(InputError, match="description does not match its checksum"):
+        load_model(path)
+
+
+def test_format_1_files_without_a_description_checksum_stay_readable(saved):
+    _, path = saved
+    rewrite_description(path, lambda d: (d.update(format_version=1), d.pop("description_sha256")), reseal=False)
+    assert load_model(path).description["format_version"] == 1
 
 
 def test_modified_weights_are_refused(saved):
@@ -102,6 +118,8 @@ def test_pickled_code_and_foreign_files_are_refused(saved, tmp_path):
         load_model(plain)
     with pytest.raises(InputError, match="does not exist"):
         load_model(tmp_path / "missing.pt")
+    with pytest.raises(InputError, match=r"is a folder, not a model file; give .*, e\.g\. .*/model\.pt"):
+        load_model(path.parent)
 
 
 def test_newer_format_is_refused(saved):

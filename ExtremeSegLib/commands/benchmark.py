@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 from ..errors import InputError
+from ..ranges import AT_LEAST_0, COUNT, SEED, Range
 
 HELP = "run a segmentation method on evaluation cases and report Dice/HD95/precision/recall (JSON, Markdown, PNG)"
 
@@ -32,12 +33,19 @@ def parse_structures(text: str) -> dict:
 
 
 def parse_options(items) -> dict:
-    """``["key=value", ...]`` -> dict (numbers become int/float); method-specific settings."""
+    """``["key=value", ...]`` -> dict (numbers become int/float; true/false/none become True/False/None);
+    method-specific settings, checked against the method by ``make_method``."""
+    words = {"true": True, "false": False, "none": None}
     options = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InputError(f"cannot read option {item!r}: write KEY=VALUE")
+        if key in options:
+            raise InputError(f"--option {key} is given twice")
+        if value.lower() in words:
+            options[key] = words[value.lower()]
+            continue
         for kind in (int, float):
             try:
                 value = kind(value)
@@ -56,11 +64,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method", help="method name (see --list-methods)")
     parser.add_argument("--structures", help='structures to score: "NAME=V[,V...] ...", e.g. "RV=1 Myo=2 LV=3"')
     parser.add_argument("--out", type=Path, help="output folder for results.json, results.md, overlays/, predictions/")
-    parser.add_argument("--limit", type=int, help="only the first N cases (of the subset)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for simulated annotations (default 0)")
-    parser.add_argument("--noise-mm", type=float, default=0.0, help="click noise of simulated points, sd in mm")
+    parser.add_argument("--limit", type=COUNT.parse, help="only the first N cases (of the subset)")
+    parser.add_argument("--seed", type=SEED.parse, default=0, help="seed for simulated annotations (default 0)")
+    parser.add_argument("--noise-mm", type=AT_LEAST_0.parse, default=0.0,
+                        help="click noise of simulated points, sd in mm")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="method-specific setting (repeatable)")
-    parser.add_argument("--overlays", type=int, default=4, help="number of cases pictured as PNG (default 4)")
+    parser.add_argument("--overlays", type=Range(0, integer=True).parse, default=4,
+                        help="number of cases pictured as PNG (default 4)")
     parser.add_argument("--title", help="report title (default: method and data folder)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     parser.add_argument("--progress-jsonl", action="store_true", help="report progress as JSON lines on stdout")
@@ -83,8 +93,15 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
-    from ..evaluation import (METHODS, MethodOptions, discover_cases, load_split, make_method, run_benchmark,
-                              select_cases)
+    from ..evaluation import (
+        METHODS,
+        MethodOptions,
+        discover_cases,
+        load_split,
+        make_method,
+        run_benchmark,
+        select_cases,
+    )
     from ..progress import Progress
 
     if args.list_methods:

@@ -12,7 +12,7 @@ HELP = "make a pseudo-label segmentation from 6 extreme-point clicks (geodesic s
 def add_arguments(parser) -> None:
     import inspect
 
-    from ..pseudolabel.extreme_points import extreme_points_pseudolabel
+    from ..pseudolabel.extreme_points import PARAMETER_RANGES, extreme_points_pseudolabel
     from ..pseudolabel.random_walker import SOLVERS
 
     DEFAULTS = {name: p.default for name, p in inspect.signature(extreme_points_pseudolabel).parameters.items()}
@@ -26,23 +26,30 @@ def add_arguments(parser) -> None:
     parser.add_argument("--segment-name", default="Object", help="name of the segment written (default Object)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     group = parser.add_argument_group("pseudo-label parameters (distances in mm)")
-    group.add_argument("--box-margin-mm", type=float, default=DEFAULTS["box_margin_mm"],
+    group.add_argument("--box-margin-mm", type=PARAMETER_RANGES["box_margin_mm"].parse,
+                       default=DEFAULTS["box_margin_mm"],
                        help="relax the box through the clicks by this much; beyond it is background "
                             f"(default {DEFAULTS['box_margin_mm']})")
-    group.add_argument("--path-radius-mm", type=float, default=DEFAULTS["path_radius_mm"],
+    group.add_argument("--path-radius-mm", type=PARAMETER_RANGES["path_radius_mm"].parse,
+                       default=DEFAULTS["path_radius_mm"],
                        help="dilate the geodesic paths by this into foreground seeds (default: "
                             f"{DEFAULTS['path_radius_fraction']:g} of the smallest extent between opposite clicks)")
-    group.add_argument("--background-distance-mm", type=float, default=DEFAULTS["background_distance_mm"],
+    group.add_argument("--background-distance-mm", type=PARAMETER_RANGES["background_distance_mm"].parse,
+                       default=DEFAULTS["background_distance_mm"],
                        help="voxels farther than this from every path are background seeds (default: off)")
-    group.add_argument("--beta", type=float, default=DEFAULTS["beta"],
+    group.add_argument("--beta", type=PARAMETER_RANGES["beta"].parse,
+                       default=DEFAULTS["beta"],
                        help=f"random-walker edge sensitivity (default {DEFAULTS['beta']})")
-    group.add_argument("--intensity-prior-weight", type=float, default=DEFAULTS["intensity_prior_weight"],
+    group.add_argument("--intensity-prior-weight", type=PARAMETER_RANGES["intensity_prior_weight"].parse,
+                       default=DEFAULTS["intensity_prior_weight"],
                        help="pull towards the seeds' intensity model (0 = plain random walker; "
                             f"default {DEFAULTS['intensity_prior_weight']})")
-    group.add_argument("--shape-prior-weight", type=float, default=DEFAULTS["shape_prior_weight"],
+    group.add_argument("--shape-prior-weight", type=PARAMETER_RANGES["shape_prior_weight"].parse,
+                       default=DEFAULTS["shape_prior_weight"],
                        help="pull towards the 3D confidence map of the clicks (helps compact objects; "
                             f"default {DEFAULTS['shape_prior_weight']})")
-    group.add_argument("--conductance-power", type=float, default=DEFAULTS["conductance_power"],
+    group.add_argument("--conductance-power", type=PARAMETER_RANGES["conductance_power"].parse,
+                       default=DEFAULTS["conductance_power"],
                        help="random-walker coupling across thick slices: (finest/this spacing)^power "
                             f"(default {DEFAULTS['conductance_power']})")
     group.add_argument("--convex", action="store_true",
@@ -62,7 +69,8 @@ def run(args) -> int:
     from ..pseudolabel.extreme_points import extreme_points_pseudolabel
 
     if not args.out.name.lower().endswith(".seg.nrrd"):
-        raise InputError(f"{args.out}: the segmentation is written as a .seg.nrrd file; give a name ending in .seg.nrrd")
+        raise InputError(f"{args.out}: the segmentation is written as a .seg.nrrd file; give a name ending in "
+                         ".seg.nrrd")
     for path in (args.out, args.probability):
         if path is not None and path.exists() and not args.overwrite:
             raise InputError(f"{path} already exists; choose another output name or add --overwrite")

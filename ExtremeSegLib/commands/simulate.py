@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..ranges import AT_LEAST_0, COUNT, SEED
 
 HELP = "simulate extreme points, surface points or scribbles from a ground-truth label map"
 
@@ -33,10 +34,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--label-value", action="append", metavar="V[,V...]",
                         help="label value(s) of the object (points) or the classes to scribble; "
                              "default: every value > 0")
-    parser.add_argument("--noise-mm", type=float, default=0.0,
+    parser.add_argument("--noise-mm", type=AT_LEAST_0.parse, default=0.0,
                         help="Gaussian click noise, standard deviation in mm per coordinate (points only)")
-    parser.add_argument("--n-points", type=int, default=20, help="number of surface points (default 20)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same annotation")
+    parser.add_argument("--n-points", type=COUNT.parse, default=20, help="number of surface points (default 20)")
+    parser.add_argument("--seed", type=SEED.parse, default=0,
+                        help="random seed (default 0): same seed, same annotation")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 

@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads must not spin on shared CPUs
+# before torch loads: idle OpenMP threads must not spin on shared CPUs
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..errors import CancelledError, InputError  # noqa: E402
 
@@ -20,13 +21,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in the config's output folder")
 
 
+def resumable(folder: Path) -> bool:
+    """Whether a run folder holds work worth resuming (pseudo-labels or a checkpoint), not just a failed start."""
+    state = Path(folder) / "state"
+    return (state / "checkpoint.pt").exists() or any(state.glob("labels_round*.npz"))
+
+
 def run(args) -> int:
+    from ..io.outputs import current_files
     from ..progress import Progress
     from ..recipes import JobConfig, train
 
     progress = Progress(jsonl=args.progress_jsonl)
     try:
         config = JobConfig.from_json(args.config)
+        if current_files() is not None:  # a failed start is cleaned up; a run with work done is kept for --resume
+            current_files().keep(config.output, when=lambda: resumable(config.output))
         progress.cancel_file = Path(config.output) / "CANCEL"
         progress.install_signal_handlers()
         outputs = train(config, progress, resume=args.resume, config_path=args.config)

@@ -19,13 +19,14 @@ import numpy as np
 
 from ..annotations import ExtremePoints
 from ..errors import InputError
+from ..ranges import check_keywords
 from ..simulate import simulate_extreme_points
 
 #: method name -> "module:function"
 METHODS = {
     "ground-truth": "ExtremeSegLib.evaluation.methods:ground_truth",
     "extreme-box": "ExtremeSegLib.evaluation.methods:extreme_point_box",
-    "extreme-points-rw": "ExtremeSegLib.pseudolabel.extreme_points:benchmark_method",
+    "extreme-points-rw": "ExtremeSegLib.evaluation.methods:extreme_points_random_walker",
 }
 
 
@@ -61,6 +62,7 @@ def make_method(name: str, options: MethodOptions):
     (passed as ``options=`` when the function has such a parameter, else the function gets the case only)."""
     function = resolve_method(name)
     takes_options = "options" in inspect.signature(function).parameters
+    check_method_options(name, function, options.extra)
 
     def method(case):
         return function(case, options=options) if takes_options else function(case)
@@ -69,11 +71,55 @@ def make_method(name: str, options: MethodOptions):
     return method
 
 
+def check_method_options(name: str, function, extra: dict) -> None:
+    """:class:`InputError` unless ``extra`` (``--option`` settings) suits the method: a method that takes settings
+    says so with an ``accepts_options`` attribute, a function returning ``(function, ranges)`` (the function whose
+    keywords they are and their ranges, for :func:`~ExtremeSegLib.ranges.check_keywords`; a function so that
+    listing the methods imports nothing); any other method takes none."""
+    accepts = getattr(function, "accepts_options", None)
+    if accepts is None:
+        if extra:
+            raise InputError(f"method {name!r} takes no --option settings, got {', '.join(sorted(extra))}")
+        return
+    target, ranges = accepts()
+    check_keywords(extra, target, ranges, f"method {name!r} --option", exclude=("device",), name="--option {key}")
+
+
 def ground_truth(case, options: MethodOptions):
     """The reference itself (a sanity check of the benchmark: Dice 1, HD95 0)."""
     from ..io.volumes import read_labelmap
 
     return read_labelmap(case.label)
+
+
+def simulated_extreme_points(case, reference, options: MethodOptions):
+    """The 6 simulated clicks of each structure of ``options.structures`` that the reference contains.
+
+    One generator seeded per case (``options.case_seed``) draws each present structure's seed in the order
+    of ``options.structures``, so every method that simulates clicks this way sees the same clicks.
+
+    Parameters
+    ----------
+    case : Case
+        The benchmark case (its name seeds the simulation).
+    reference : Volume
+        The case's label map, array ``(I, J, K)`` of label values.
+    options : MethodOptions
+        ``structures`` (name -> label values), ``noise_mm`` (click noise, mm) and ``seed``.
+
+    Yields
+    ------
+    values : list of int
+        The structure's label values (the first marks it in a prediction).
+    points : ndarray, shape (6, 3)
+        Its simulated extreme points in RAS mm (see :func:`~ExtremeSegLib.simulate.simulate_extreme_points`).
+    """
+    rng = np.random.default_rng(options.case_seed(case))
+    for values in options.structures.values():
+        mask = np.isin(reference.array, values)
+        if not mask.any():
+            continue
+        yield values, simulate_extreme_points(reference.with_array(mask), options.noise_mm, seed=rng.integers(2**32))
 
 
 def extreme_point_box(case, options: MethodOptions):
@@ -86,12 +132,41 @@ def extreme_point_box(case, options: MethodOptions):
 
     reference = read_labelmap(case.label)
     out = np.zeros(reference.shape, dtype=np.int16)
-    rng = np.random.default_rng(options.case_seed(case))
-    for values in options.structures.values():
-        mask = np.isin(reference.array, values)
-        if not mask.any():
-            continue
-        points = simulate_extreme_points(reference.with_array(mask), options.noise_mm, seed=rng.integers(2**32))
+    for values, points in simulated_extreme_points(case, reference, options):
         lo, hi = ExtremePoints.from_points(points, reference).box_index(reference)
         out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = values[0]
     return reference.with_array(out)
+
+
+def extreme_points_random_walker(case, options: MethodOptions):
+    """The extreme-point maker (:func:`~ExtremeSegLib.pseudolabel.extreme_points.extreme_points_pseudolabel`),
+    one pseudo-label per structure.
+
+    Each structure gets the clicks of :func:`simulated_extreme_points` (the same as the ``extreme-box``
+    baseline's) and its own pseudo-label; where several structures claim a voxel (P > 0.5) the most probable
+    wins. ``options.extra`` holds maker parameters (``--option beta=300``). Returns the label map (a
+    :class:`Volume` on the image grid).
+    """
+    from ..io.volumes import read_image, read_labelmap
+    from ..pseudolabel.extreme_points import extreme_points_pseudolabel
+
+    image = read_image(case.image)
+    reference = read_labelmap(case.label)
+    out = np.zeros(image.shape, dtype=np.int16)
+    best = np.zeros(image.shape, dtype=np.float32)
+    for values, clicks in simulated_extreme_points(case, reference, options):
+        points = ExtremePoints.from_points(clicks, image)
+        foreground = extreme_points_pseudolabel(image, points, **options.extra).probabilities[1]
+        wins = (foreground > 0.5) & (foreground > best)
+        out[wins] = values[0]
+        best[wins] = foreground[wins]
+    return image.with_array(out)
+
+
+def _maker_keywords():
+    from ..pseudolabel.extreme_points import PARAMETER_RANGES, extreme_points_pseudolabel
+
+    return extreme_points_pseudolabel, PARAMETER_RANGES
+
+
+extreme_points_random_walker.accepts_options = _maker_keywords  # --option settings are the maker's keywords

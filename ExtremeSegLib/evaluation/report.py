@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.outputs import make_folder
+from ..io.volumes import write_text_atomically
 from ..metrics import METRICS
 
 _PACKAGES = ("numpy", "scipy", "scikit-image", "nibabel", "pynrrd", "torch", "monai")
@@ -204,11 +206,11 @@ def write_report(results: dict, out_dir, title: str = None) -> dict:
     ``title`` replaces the results' title when given. Overlay paths in ``results["overlays"]`` are taken
     relative to ``out_dir``.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir)
     if title:
         results = {**results, "title": title}
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
-    json_path.write_text(json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n")
-    md_path.write_text(markdown(results))
+    # a report folder belongs to its benchmark run: its two files are replaced, each atomically
+    write_text_atomically(json_path, json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n", True)
+    write_text_atomically(md_path, markdown(results), True)
     return {"json": json_path, "markdown": md_path}

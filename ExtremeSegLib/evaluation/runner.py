@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.outputs import make_folder
 from ..metrics import evaluate
 from ..volume import Volume
 from .overlay import write_overlay_png
@@ -32,6 +33,24 @@ def _structure_map(labels: np.ndarray, structures: dict) -> np.ndarray:
     for n, values in enumerate(structures.values(), start=1):
         out[np.isin(labels, values)] = n
     return out
+
+
+def require_structures_present(cases: list, structures: dict) -> None:
+    """:class:`InputError` naming a structure whose label values occur in none of the cases' references: its
+    scores would be those of two empty masks (a "perfect" Dice of 1), so the values are surely mistyped."""
+    from ..io.volumes import read_labelmap
+
+    absent = dict(structures)
+    found = set()
+    for case in cases:
+        values = set(np.unique(read_labelmap(case.label).array).tolist())
+        found |= values
+        absent = {name: v for name, v in absent.items() if not values & set(v)}
+        if not absent:
+            return
+    name, values = next(iter(absent.items()))
+    raise InputError(f"structure {name!r} (label values {values}) occurs in none of the {len(cases)} reference label "
+                     f"maps, which hold the values {sorted(int(v) for v in found)}; check --structures")
 
 
 def _pick_overlays(rows: list, count: int) -> list:
@@ -65,8 +84,8 @@ def run_benchmark(cases: list, method, out_dir, structures: dict, overlays: int 
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise InputError(f"output folder {out_dir} is not empty; choose a new folder or allow overwriting "
                          "(extremeseg benchmark --overwrite)")
-    predictions_dir = out_dir / "predictions"
-    predictions_dir.mkdir(parents=True, exist_ok=True)
+    require_structures_present(cases, structures)
+    predictions_dir = make_folder(out_dir / "predictions")
 
     if progress is not None:
         progress.bar(len(cases), "benchmark")

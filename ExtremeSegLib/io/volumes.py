@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, InputWarning
+from ..machine import available_memory_bytes, gib
 from ..volume import LPS_TO_RAS, Volume
+from .outputs import check_not_input, failed_write, note_input, note_written
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -55,12 +58,16 @@ def file_format(path) -> str:
 
 
 def require_readable_file(path) -> Path:
-    """The path as a :class:`Path`; :class:`InputError` if it does not exist or is not a file."""
+    """The path as a :class:`Path`; :class:`InputError` if it does not exist or is not a file.
+
+    The file is noted as an input of the running command (:mod:`.outputs`: no writer may replace it).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path")
     if not path.is_file():
         raise InputError(f"{path} is not a file")
+    note_input(path)
     return path
 
 
@@ -68,9 +75,15 @@ def write_atomically(path, overwrite: bool, write) -> Path:
     """Call ``write(temporary_path)`` then move the result to ``path``.
 
     The temporary file sits next to ``path`` and keeps its suffix (writers pick the format from it).
-    :class:`InputError` if ``path`` exists and ``overwrite`` is false, or its folder does not exist.
+    :class:`InputError` if ``path`` exists and ``overwrite`` is false, is one of the running command's inputs,
+    its folder does not exist, or the disk refuses the write (full, read-only, no permission: the message names
+    the path and why); nothing is left under ``path`` or the temporary name then. The file written is noted as
+    an output of the running command (:mod:`.outputs`), removed again if the command fails.
     """
     path = Path(path)
+    check_not_input(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder; give a file name")
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; choose another output name or allow overwriting it")
     if not path.parent.is_dir():
@@ -82,10 +95,43 @@ def write_atomically(path, overwrite: bool, write) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        problem = failed_write(err, path)
+        if problem is None:
+            raise
+        raise problem from err
     finally:
         if tmp.exists():
             tmp.unlink()
+    note_written(path)
     return path
+
+
+def _nrrd_dtype(type_name: str) -> np.dtype:
+    """The voxel type an NRRD ``type`` field names (only its size matters here)."""
+    name = str(type_name).lower()
+    for words, dtype in ((("double", "64", "longlong", "long long"), np.float64), (("char", "int8"), np.uint8),
+                         (("short", "16"), np.int16)):
+        if any(w in name for w in words):
+            return np.dtype(dtype)
+    return np.dtype(np.float32)
+
+
+def require_fits_in_memory(path, shape, dtype) -> None:
+    """:class:`InputError` when the voxels a file declares (``shape``, ``dtype``), plus their float32 copy, need
+    more main memory than is available: said with the sizes, before reading, instead of a failed allocation."""
+    voxels = float(np.prod([float(n) for n in shape])) if len(shape) else 0.0
+    needed = voxels * (np.dtype(dtype).itemsize + 4)
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise InputError(f"{path} is too large: its header declares {list(shape)} voxels of {np.dtype(dtype)} "
+                         f"({gib(voxels * np.dtype(dtype).itemsize)}; reading it needs about {gib(needed)}), more "
+                         f"than the {gib(available)} of memory available here; crop or downsample it first")
+
+
+def write_text_atomically(path, text: str, overwrite: bool) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`write_atomically`; returns the path."""
+    return write_atomically(path, overwrite, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # -- NRRD geometry (shared with segmentations.py) ----------------------------------------------
@@ -97,6 +143,12 @@ def read_nrrd(path) -> tuple[np.ndarray, dict]:
     import nrrd
 
     path = require_readable_file(path)
+    try:
+        header = nrrd.read_header(str(path))
+    except Exception:  # an unreadable header is reported by the full read below
+        header = None
+    if header is not None and "sizes" in header:
+        require_fits_in_memory(path, [int(n) for n in header["sizes"]], _nrrd_dtype(header.get("type", "")))
     try:
         data, header = nrrd.read(str(path), index_order="F")
     except Exception as err:  # pynrrd raises NRRDError, ValueError, EOFError, zlib.error... for bad files
@@ -163,8 +215,11 @@ def _read_nifti(path) -> Volume:
 
     try:
         image = nib.load(str(path))
+        require_fits_in_memory(path, image.shape, image.get_data_dtype())
         array = np.asanyarray(image.dataobj)  # applies scl_slope / scl_inter when they are set
         affine = np.asarray(image.affine, dtype=float)
+    except InputError:
+        raise
     except Exception as err:  # nibabel raises ImageFileError, EOFError, OSError, zlib.error... for bad files
         raise InputError(
             f"{path} could not be read as NIfTI ({type(err).__name__}: {err}); "
@@ -194,11 +249,43 @@ def read_volume(path) -> Volume:
 
 
 def read_image(path) -> Volume:
-    """An intensity image as float32; :class:`InputError` if it holds NaN or infinite voxels."""
+    """An intensity image as float32; :class:`InputError` if it holds NaN or infinite voxels.
+
+    An :class:`~ExtremeSegLib.errors.InputWarning` says when it looks like no intensity image
+    (:func:`image_problem`): the command line prints it, Python's ``warnings`` filters decide elsewhere.
+    """
     volume = read_volume(path)
     volume = volume.with_array(volume.array.astype(np.float32, copy=False))
     volume.require_finite(f"image {path}")
+    problem = image_problem(volume.array)
+    if problem:
+        warnings.warn(f"image {path} {problem}", InputWarning, stacklevel=2)
     return volume
+
+
+#: an image with at most this many distinct whole values >= 0 (0 among them) looks like a label map
+LABEL_MAP_MAX_VALUES = 10
+
+
+def image_problem(array: np.ndarray) -> str | None:
+    """Why ``array`` looks like no intensity image (a phrase), or ``None``: it has no contrast (one value
+    everywhere: there is nothing to segment, every method returns its prior shape), or it looks like a label map
+    (a handful of whole values from 0: was a segmentation given as the image?)."""
+    if array.size == 0:
+        return None
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        return f"has no contrast (every voxel is {low:g}): there is nothing to segment; is it the right file?"
+    if low != 0 or high > 255:
+        return None
+    sample = array.ravel()[:: max(1, array.size // 100_000)]  # many values in a sample: an image, no full count
+    if len(np.unique(sample)) > LABEL_MAP_MAX_VALUES:
+        return None
+    values = np.unique(array)
+    if len(values) <= LABEL_MAP_MAX_VALUES and np.all(values == np.round(values)):
+        return (f"looks like a label map (only the values {[int(v) for v in values]}), not an intensity image; "
+                "give the image the labels were drawn on")
+    return None
 
 
 def as_label_array(array: np.ndarray, what: str) -> np.ndarray:

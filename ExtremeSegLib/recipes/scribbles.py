@@ -31,6 +31,7 @@ orientation)::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -48,7 +49,7 @@ from ..pseudolabel.scribbles import (
 from ..refine.crf import PAPER_PIXEL_MM, dense_crf, require_crf_memory
 from ..refine.uncertainty import mc_dropout_relabel, mc_dropout_sampler
 from .config import from_plain
-from .rounds import Recipe, case_name
+from .recipe import Recipe, case_name
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,6 @@ class ScribblesRecipe(Recipe):
     """Scribbles (label map or ``.seg.nrrd`` per case) -> fully automatic multi-class model."""
 
     name = "scribbles"
-    title = "Scribbles (seed areas, CRF, MC-dropout uncertainty)"
-    annotation = "scribbles"
     refines = True
     # no clicks; the paper's partial cross-entropy; dropout in the innermost levels for MC-dropout uncertainty
     defaults = {"inputs": {"cues": [], "crop_to_points": False},
@@ -134,6 +133,23 @@ class ScribblesRecipe(Recipe):
         if unknown:
             raise InputError(f"pseudolabel.segment_classes maps a segment to {unknown[0]!r}, which is not a class "
                              f"({', '.join(config.class_names)}) nor \"background\"")
+        self._require_every_class_marked(config, settings)
+
+    @staticmethod
+    def _require_every_class_marked(config, settings) -> None:
+        """:class:`InputError` naming a class no training case's scribbles mark (it would train as absent)."""
+        files = [case.scribble for case in config.cases]
+        if not all(Path(f).is_file() for f in files):
+            return  # the missing file is reported by JobConfig.require_files
+        marked = set()
+        for path in files:
+            strokes = read_scribbles(path, None, config.class_names, [c.label_values for c in config.classes],
+                                     settings.background_value, settings.unannotated_value, settings.segment_classes)
+            marked.update(np.unique(strokes.labels.array[strokes.labels.array >= 0]).tolist())
+        never = [name for n, name in enumerate(config.class_names, start=1) if n not in marked]
+        if never:
+            raise InputError(f"class {never[0]!r} is marked by no scribble in the {len(files)} training cases; paint "
+                             "strokes of it in at least one case, or remove it from \"classes\"")
 
     # -- seed areas -----------------------------------------------------------------------------------------
     def _walk(self, job, case):

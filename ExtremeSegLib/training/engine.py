@@ -63,6 +63,8 @@ class TrainingSettings:
             (self.batch_size >= 1, "training.batch_size must be at least 1"),
             (self.max_patch_voxels >= 8 ** 3, "training.max_patch_voxels must be at least 512"),
             (self.learning_rate > 0, "training.learning_rate must be positive"),
+            (self.weight_decay >= 0, "training.weight_decay must be >= 0"),
+            (self.seed >= 0, "training.seed must be >= 0"),
             (0.0 <= self.foreground_fraction <= 1.0, "training.foreground_fraction must lie in [0, 1]"),
         ]
         for ok, message in checks:

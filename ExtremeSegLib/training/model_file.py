@@ -3,8 +3,11 @@
 One file (``*.pt``, written by ``torch.save``) holding ``{"description": <JSON text>, "weights": state dict}``;
 it is read with ``torch.load(weights_only=True)``, which refuses pickled Python objects. The description says
 what the weights expect (recipe, network hyper-parameters, input channels, normalisation, voxel spacing,
-crop, patch size, classes, versions) and carries a SHA-256 of the weights, so a modified or damaged file,
-or a description that does not fit its weights, is refused with a message instead of segmenting wrongly.
+crop, patch size, classes, versions) and carries a SHA-256 of the weights and, since format 2, a SHA-256 of
+itself (``description_sha256``, over the rest of the description, which includes the weights' checksum), so a
+modified or damaged file, or a description that does not fit its weights, is refused with a message instead of
+segmenting wrongly. Format 1 files (no description checksum) stay readable: their weights are checked, their
+description only for consistency with the weights.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io.outputs import note_input
 from ..io.volumes import write_atomically
 from .data import InputSpec
 from .networks import build_network
 from .postprocess import PostprocessConfig
 
 FORMAT = "extremeseg-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: description keys every model file has (besides format, format_version, versions, created, weights_sha256)
 REQUIRED = ("recipe", "network", "inputs", "patch_size", "classes")
 
@@ -41,6 +45,12 @@ def weights_digest(state_dict: dict) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.numpy().tobytes())
     return digest.hexdigest()
+
+
+def description_digest(description: dict) -> str:
+    """SHA-256 of a description's canonical JSON (sorted keys), its own ``description_sha256`` left out."""
+    rest = {k: v for k, v in description.items() if k != "description_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _versions() -> dict:
@@ -60,14 +70,20 @@ def save_model(path, network: torch.nn.Module, description: dict, overwrite: boo
     full = {**description, "format": FORMAT, "format_version": FORMAT_VERSION, "versions": _versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "weights_sha256": weights_digest(weights)}
+    full["description_sha256"] = description_digest(full)
     content = {"description": json.dumps(full, sort_keys=True), "weights": weights}
     return write_atomically(path, overwrite, lambda tmp: torch.save(content, tmp))
 
 
 def _read(path) -> tuple:
     path = Path(path)
+    if path.is_dir():
+        inside = sorted((p.name for p in path.glob("*.pt")), key=lambda name: (name != "model.pt", name))
+        raise InputError(f"{path} is a folder, not a model file; give the model file itself"
+                         + (f", e.g. {path / inside[0]}" if inside else " (model.pt, written by extremeseg train)"))
     if not path.is_file():
         raise InputError(f"model file {path} does not exist")
+    note_input(path)
     if not zipfile.is_zipfile(path):  # what torch.save writes
         raise InputError(f"{path} is not an ExtremeSeg model file (not a PyTorch archive)")
     try:
@@ -90,9 +106,14 @@ def _read(path) -> tuple:
     if int(description.get("format_version", 0)) > FORMAT_VERSION:
         raise InputError(f"{path} was written by a newer ExtremeSeg (model format {description['format_version']}, "
                          f"this one reads up to {FORMAT_VERSION}); update ExtremeSeg")
-    missing = [key for key in REQUIRED + ("weights_sha256",) if key not in description]
+    sealed = int(description.get("format_version", 0)) >= 2  # format 1 had no description checksum
+    missing = [key for key in REQUIRED + ("weights_sha256",) + (("description_sha256",) if sealed else ())
+               if key not in description]
     if missing:
         raise InputError(f"{path}: the model description lacks {', '.join(missing)}; the file is damaged")
+    if sealed and description_digest(description) != description["description_sha256"]:
+        raise InputError(f"{path}: the model description does not match its checksum; the file was modified or "
+                         "damaged, so it is not used (train again, or use the original file)")
     return description, content["weights"]
 
 
