@@ -42,7 +42,7 @@ from ..training.model_file import save_model
 from ..training.networks import build_network, plan_network, total_stride
 from ..training.postprocess import clean_label_map
 from .config import JobConfig, to_plain
-from .history import write_history, write_json
+from .history import evaluation_interval, write_history, write_json
 from .recipe import PreparedCase, Recipe, RunningJob, case_name, prepare_case, read_case, require_classes_in_labels
 
 # -- planning -----------------------------------------------------------------------------------------------
@@ -230,14 +230,16 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
             volumes = [TrainingVolume(c.inputs, lab.probabilities, lab.weight) for c, lab in zip(cases, labels)]
             result = fit(job.network, volumes, settings, spacing_mm=job.inputs.spacing_mm, patch_size=job.patch_size,
                          multiple=job.multiple, device=job.device, checkpoint=checkpoint, progress=progress,
-                         round_index=r, loss_fn=loss_fn)
+                         round_index=r, loss_fn=loss_fn, evaluate=_validation_dice(job, validation) if validation
+                         else None, evaluate_every=evaluation_interval(settings.epochs))
             job.patch_size = result.patch_size
-            state.update(phase="refine", last_loss=result.losses[-1], train_seconds=time.perf_counter() - started)
+            state.update(phase="refine", last_loss=result.losses[-1], train_seconds=time.perf_counter() - started,
+                         epoch_log=result.epochs)
             write_json(job.state_dir / "state.json", state)
         started = time.perf_counter()
         last = r + 1 >= max_rounds
         row = {"round": r, "epochs": settings.epochs, "loss": state.get("last_loss"),
-               "train_seconds": state.get("train_seconds")}
+               "train_seconds": state.get("train_seconds"), "epoch_log": state.get("epoch_log")}
         label_dice, network_dice, agreement, new_labels = [], [], [], []
         progress.bar(len(cases), f"round {r}: predicting" + ("" if last else " and refining"))
         for case, label in zip(cases, labels):
@@ -299,6 +301,22 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         old.unlink()
     progress.emit("done", outputs=outputs)
     return outputs
+
+
+def _validation_dice(job: RunningJob, validation: list):
+    """``fit``'s evaluation: the validation cases' mean Dice as the round table scores it (after ``postprocess``)."""
+    config = job.config
+
+    def evaluate(epoch: int) -> dict:
+        scores = []
+        for case in validation:
+            job.progress.check_cancelled()
+            hard = clean_label_map(_hard_on_image(case, job.predict(case)), case.image, config.postprocess,
+                                   case.points, config.class_names)
+            scores.append(class_dice(hard, case.reference, job.num_classes))
+        return {"validation_dice": _mean(np.mean(scores, axis=0))}
+
+    return evaluate
 
 
 def _finish(job: RunningJob, cases, validation, final_labels: dict, validation_labels: dict, history: list) -> dict:
