@@ -205,3 +205,28 @@ def test_every_epoch_is_logged_with_its_time_and_evaluated_where_asked_also_acro
     epochs = [e for e in events if e["event"] == "epoch"]
     assert epochs[-1]["seconds"] == pytest.approx(sum(r["seconds"] for r in result.epochs))
     assert epochs[-1]["validation_dice"] == result.epochs[-1]["validation_dice"]
+
+
+def test_compile_setting_is_checked_and_auto_compiles_only_long_runs():
+    from ExtremeSegLib.training.engine import COMPILE_MIN_STEPS, compiled
+
+    network, _ = tiny_network()
+    assert compiled(network, "auto", COMPILE_MIN_STEPS - 1) is network
+    assert compiled(network, "off", 10 * COMPILE_MIN_STEPS) is network
+    assert compiled(network, "auto", COMPILE_MIN_STEPS) is not network
+    with pytest.raises(InputError, match="training.compile"):
+        TrainingSettings(compile="yes")
+
+
+def test_a_compiled_run_trains_like_an_eager_one(tmp_path):
+    # the compiled step computes the same function: same data, same initial weights -> close losses
+    eager, multiple = tiny_network()
+    reference = train(eager, multiple, tmp_path / "eager.pt", epochs=2, compile="off")
+    network, _ = tiny_network()
+    stream = io.StringIO()
+    result = train(network, multiple, tmp_path / "compiled.pt", Progress(jsonl=True, stream=stream), epochs=2,
+                   compile="on")
+    assert "torch.compile cannot" not in stream.getvalue()  # it compiled here (gcc is present)
+    np.testing.assert_allclose(result.losses, reference.losses, rtol=1e-3)
+    saved = load_checkpoint(tmp_path / "compiled.pt")
+    assert set(saved["model"]) == set(eager.state_dict())  # the plain network's weights, not the wrapper's

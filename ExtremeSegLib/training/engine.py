@@ -30,6 +30,9 @@ from .data import Augmentation, make_batch, pad_to
 from .losses import build_loss
 
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("auto", "on", "off")
+#: ``compile="auto"``: runs with at least this many training steps go through torch.compile
+COMPILE_MIN_STEPS = 500
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ class TrainingSettings:
     ``steps_per_epoch=None`` means one pass over the cases (``ceil(cases / batch_size)`` steps).
     ``patch_size=None`` means the median model-grid shape of the cases, capped at ``max_patch_voxels``.
     The learning rate decays polynomially (power 0.9) over each run; ``amp`` applies on CUDA only.
+    ``compile``: ``"auto"`` trains through ``torch.compile`` when the run has at least
+    :data:`COMPILE_MIN_STEPS` steps (its compilation, about a minute on 2 CPU cores, is then a small part of the
+    run; measured in ``benchmarks/results/training_levers.md``), ``"on"`` always, ``"off"`` never; where it
+    cannot compile (no C++ compiler, an unsupported platform) training goes on without it, with a warning.
     """
 
     epochs: int = 30
@@ -53,6 +60,7 @@ class TrainingSettings:
     augment: bool = True
     augmentation: Augmentation = field(default_factory=Augmentation)
     amp: bool = True
+    compile: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
@@ -66,6 +74,7 @@ class TrainingSettings:
             (self.weight_decay >= 0, "training.weight_decay must be >= 0"),
             (self.seed >= 0, "training.seed must be >= 0"),
             (0.0 <= self.foreground_fraction <= 1.0, "training.foreground_fraction must lie in [0, 1]"),
+            (self.compile in COMPILE_MODES, f"training.compile must be one of {list(COMPILE_MODES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -267,6 +276,7 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
 
     if start == 0:
         write_checkpoint(0)
+    model = compiled(network, settings.compile, settings.epochs * steps)
     padded = [pad_to(v, patch) for v in volumes]
     augmentation = settings.augmentation if settings.augment else None
 
@@ -284,11 +294,19 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
                 x, y, w = make_batch(padded, indices, patch, rng, settings.foreground_fraction, spacing_mm,
                                      augmentation)
                 try:
-                    loss, logits = _train_step(network, objective, parameters, optimizer, scaler, x, y, w, device,
+                    loss, logits = _train_step(model, objective, parameters, optimizer, scaler, x, y, w, device,
                                                use_amp)
                     break
                 except torch.OutOfMemoryError:
                     pass
+                except Exception as err:  # torch.compile fails in many ways (no compiler, ...); eager does not
+                    if model is network:
+                        raise
+                    progress.message(f"torch.compile cannot build the training step here ({type(err).__name__}: "
+                                     f"{str(err).splitlines()[0][:160] if str(err) else ''}); training without it",
+                                     level="warning")
+                    model = network
+                    continue
                 # out of memory; handled outside the except block so the failed step's tensors can be freed
                 optimizer.zero_grad(set_to_none=True)
                 _free_device_memory(device)
@@ -320,6 +338,15 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
                       dice=record["train_dice"], seconds=sum(r["seconds"] for r in log),
                       **{k: v for k, v in record.items() if k not in ("epoch", "seconds", "loss", "train_dice")})
     return FitResult(losses, tuple(patch), batch, log)
+
+
+def compiled(network: torch.nn.Module, mode: str, total_steps: int) -> torch.nn.Module:
+    """``network`` through ``torch.compile`` when ``mode`` (see :class:`TrainingSettings`) asks for it for a run
+    of ``total_steps``, else ``network`` itself. Compilation is lazy: a failure shows at the first step."""
+    wanted = mode == "on" or (mode == "auto" and total_steps >= COMPILE_MIN_STEPS)
+    if not wanted or not hasattr(torch, "compile"):
+        return network
+    return torch.compile(network, dynamic=False)
 
 
 def _synchronize(device: torch.device) -> None:
