@@ -44,7 +44,7 @@ class TrainingSettings:
     The learning rate decays polynomially (power 0.9) over each run; ``amp`` applies on CUDA only.
     ``compile``: ``"auto"`` trains through ``torch.compile`` when the run has at least
     :data:`COMPILE_MIN_STEPS` steps (its compilation, about a minute on 2 CPU cores, is then a small part of the
-    run; measured in ``benchmarks/results/training_levers.md``), ``"on"`` always, ``"off"`` never; where it
+    run; measured in ``benchmarks/results/training_levers_unlocked.md``), ``"on"`` always, ``"off"`` never; where it
     cannot compile (no C++ compiler, an unsupported platform) training goes on without it, with a warning.
     """
 
