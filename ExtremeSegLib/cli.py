@@ -21,6 +21,7 @@ COMMANDS = {
     "pseudolabel": "pseudolabel",
     "train": "train",
     "predict": "predict",
+    "export": "export",
     "benchmark": "benchmark",
 }
 

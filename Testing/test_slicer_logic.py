@@ -224,9 +224,10 @@ def test_recipes_are_listed_per_annotation_and_devices_match_the_engine():
     from ExtremeSegSlicerLib.logic import ANNOTATIONS, DEVICES
 
     from ExtremeSegLib.recipes import RECIPES
+    from ExtremeSegLib.training.engine import ALL_GPUS
     from ExtremeSegLib.training.engine import DEVICES as ENGINE_DEVICES
 
-    assert DEVICES == ENGINE_DEVICES
+    assert DEVICES == ENGINE_DEVICES + (ALL_GPUS,)  # "all GPUs" trains with one process per GPU
     assert "extreme_points" in [r.name for r in ExtremeSegNodeLogic.recipes("extreme points")]
     assert [r.name for r in ExtremeSegNodeLogic.recipes("scribbles")] == ["scribbles"]
     for cls in RECIPES.values():  # every recipe is reachable from the panel (dense labels are not drawn there)

@@ -43,7 +43,8 @@ from .placement import EXTREME_POINTS_REQUIRED, PlacementGuide, extreme_points_g
 #: what a user draws on each volume (the panel's choices)
 ANNOTATIONS = recipe_catalog.ANNOTATIONS
 #: where training runs (the engine's choices; ``auto`` = CUDA when present)
-DEVICES = ("auto", "cpu", "cuda")
+#: the Device choices: the engine's devices and "cuda:all" (one training process per GPU, torchrun + DDP)
+DEVICES = ("auto", "cpu", "cuda", "cuda:all")
 #: node reference from an annotation node to its volume, and the attribute naming the annotation kind
 VOLUME_REFERENCE_ROLE = "ExtremeSeg.Volume"
 ANNOTATION_ATTRIBUTE = "ExtremeSeg.Annotation"
@@ -106,6 +107,8 @@ class ModelInfo:
     usable: bool
     needs_clicks: bool = False
     recipe: str = ""
+    bundle: str = ""  # what a MONAI Bundle of it would hold (``bundle_summary``)
+    bundle_refusal: str = ""  # why it cannot become a MONAI Bundle ("" = it can)
 
 
 @dataclass
@@ -468,11 +471,31 @@ class ExtremeSegNodeLogic:
         except KeyError:
             title = recipe
         clicks = "needs the object's 6 extreme points" if needs_points else "fully automatic (no clicks needed)"
-        return ModelInfo(f"{title} model; classes: {classes}; {clicks}.", True, needs_points, recipe)
+        try:
+            from ExtremeSegLib.training.bundle import bundle_summary, export_refusal
+
+            bundle, refusal = bundle_summary(description), export_refusal(description) or ""
+        except Exception as err:  # noqa: BLE001  (the model stays usable when its bundle cannot be told)
+            bundle, refusal = "", f"cannot tell ({err})"
+        return ModelInfo(f"{title} model; classes: {classes}; {clicks}.", True, needs_points, recipe, bundle,
+                         refusal)
 
     def model_summary(self, model_path) -> str:
         """One line about a model file (see :meth:`model_info`)."""
         return self.model_info(model_path).summary
+
+    @staticmethod
+    def export_bundle(model_path, out_folder, license_text: str | None = None) -> Path:
+        """Write the fully automatic model ``model_path`` as a MONAI Bundle into the new or empty ``out_folder``.
+
+        :class:`InputError` for a click-based model or a non-empty folder (``extremeseg export`` does the same).
+        """
+        from ExtremeSegLib.training.bundle import NOT_STATED, export_bundle
+
+        model_path, out_folder = optional_path(model_path), optional_path(out_folder)
+        if model_path is None or out_folder is None:
+            raise InputError("choose the model file and the folder for the bundle")
+        return export_bundle(model_path, out_folder, license_text or NOT_STATED)
 
     def prepare_prediction(self, model_path, volume_node, points_node=None, work_folder=None,
                            device: str = "auto", postprocess: bool = True, probabilities: bool = False) -> PreparedJob:
@@ -500,6 +523,7 @@ class ExtremeSegNodeLogic:
         image = folder / "image.nrrd"
         self._export_volume(volume_node, image)
         out = folder / "segmentation.seg.nrrd"
+        device = "cuda" if device == "cuda:all" else device  # a prediction runs in one process
         args = ["predict", "--model", str(model_path), "--image", str(image), "--out", str(out), "--device", device]
         if not postprocess:
             args.append("--no-postprocess")

@@ -101,6 +101,7 @@ class ExtremeSegPanel(VTKObservationMixin):
         self.ui.resumeButton.connect("clicked(bool)", self.onResume)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.predictButton.connect("clicked(bool)", self.onPredict)
+        self.ui.exportBundleButton.connect("clicked(bool)", self.onExportBundle)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", lambda _path: self._modelInfoTimer.start())
         self.ui.progressBar.setVisible(False)
         self.ui.pointsPlaceWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
@@ -352,6 +353,9 @@ class ExtremeSegPanel(VTKObservationMixin):
         self.ui.predictPointsSelector.setVisible(needsClicks)
         self.ui.predictButton.enabled = bool(info.usable and p.predictVolume and not self.busy
                                              and (p.predictPoints or not needsClicks))
+        self.ui.exportBundleButton.enabled = bool(info.usable and not info.bundle_refusal)
+        self.ui.exportBundleButton.toolTip = info.bundle or ("Write the fully automatic model as a MONAI Bundle "
+                                                             "that tools without ExtremeSeg can run.")
 
     def updateModelInfo(self):
         """Read the model file (once per file version; the logic caches) after the path stopped changing."""
@@ -389,6 +393,15 @@ class ExtremeSegPanel(VTKObservationMixin):
                                                 optional_path(p.workFolder), device=p.device,
                                                 postprocess=p.cleanPrediction)
             self.startJob(job, self.logic.start_prediction(job, python=python_executable()))
+
+    def onExportBundle(self):
+        p = self._parameterNode
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Empty folder for the MONAI Bundle")
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay("Cannot export the model as a MONAI Bundle.", waitCursor=True):
+            out = self.logic.export_bundle(p.modelPath, folder)
+            self.ui.statusLabel.text = f"MONAI Bundle written to {out}"
 
     def startJob(self, job, run):
         self._job, self._run = job, run

@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 from ..errors import InputError
 from ..training.data import InputSpec
-from ..training.engine import DEVICES, TrainingSettings
+from ..training.engine import ALL_GPUS, DEVICES, TrainingSettings
 from ..training.postprocess import PostprocessConfig
 
 MODALITIES = ("mri", "ct", "other")
@@ -134,8 +134,8 @@ class JobConfig:
             raise InputError("the job has no cases; list at least one under \"cases\"")
         if self.modality not in MODALITIES:
             raise InputError(f"unknown modality {self.modality!r}; choose one of {list(MODALITIES)}")
-        if self.device not in DEVICES:
-            raise InputError(f"unknown device {self.device!r}; choose one of {list(DEVICES)}")
+        if self.device not in DEVICES + (ALL_GPUS,):
+            raise InputError(f"unknown device {self.device!r}; choose one of {list(DEVICES + (ALL_GPUS,))}")
         names = self.class_names
         if len(set(names)) != len(names):
             raise InputError(f"class names must differ, got {names}")

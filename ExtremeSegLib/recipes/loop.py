@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +35,7 @@ from ..metrics import dice
 from ..progress import Progress
 from ..pseudolabel.label import PseudoLabel
 from ..run_lock import LOCK_NAME
+from ..training import distributed
 from ..training.data import TrainingVolume, median_spacing
 from ..training.engine import fit, load_checkpoint, select_device
 from ..training.inference import background_fill
@@ -189,12 +191,8 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         config, job.inputs.spacing_mm, [c.frame.grid.shape for c in cases], len(job.inputs.channels), job.num_classes)
     require_patch_fits(job.patch_size, settings.batch_size, job.network_params["filters"],
                        job.network_params["strides"], job.device)
-    if lock is not None:
-        lock.acquire()
-    folder, state = _open_run_folder(config, resume, config_path)
-    cancel = folder / "CANCEL"
-    if cancel.exists():
-        cancel.unlink()  # a request aimed at an earlier run; this run starts now
+    folder, state = distributed.on_main(partial(_start_run, config, resume, config_path, lock))
+    distributed.barrier()  # (under torchrun) no rank checks for a cancel before rank 0 has removed an old one
     progress.emit("start", total_epochs=settings.epochs * max_rounds, rounds=max_rounds, device=str(job.device))
     torch.manual_seed(settings.seed)
     job.network = build_network(**job.network_params).to(job.device)
@@ -202,7 +200,8 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     if checkpoint.exists():  # a resumed run: the weights where it stopped
         job.network.load_state_dict(load_checkpoint(checkpoint)["model"])
     progress.message(f"{len(cases)} training cases on a {job.inputs.spacing_mm} mm grid, patch {list(job.patch_size)}, "
-                     f"{len(job.network_params['strides'])} levels, device {job.device}")
+                     f"{len(job.network_params['strides'])} levels, device {job.device}"
+                     + (f", {distributed.world_size()} processes" if distributed.active() else ""))
 
     if state["phase"] == "done":
         progress.message(f"the run in {folder} is already finished")
@@ -211,18 +210,12 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         return outputs
     labels_path = job.state_dir / f"labels_round{state['round']}.npz"
     if not labels_path.exists():
-        progress.bar(len(cases), "pseudo-labels")
-        first = []
-        for case in cases:
-            progress.check_cancelled()
-            first.append(recipe.initial_label(job, case))
-            progress.advance(1)
-        progress.close_bar()
-        save_labels(labels_path, first)
+        # under torchrun each rank makes the pseudo-labels of its share of the cases; rank 0 writes them all
+        first = distributed.map_cases(lambda case: recipe.initial_label(job, case), cases, progress, "pseudo-labels")
+        distributed.on_main(partial(save_labels, labels_path, first))
     labels = load_labels(labels_path, cases)  # train on exactly what a resumed run would read back
 
     loss_fn = recipe.loss(job)
-    final_labels = {}
     while True:
         r = state["round"]
         started = time.perf_counter()
@@ -230,93 +223,122 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
             volumes = [TrainingVolume(c.inputs, lab.probabilities, lab.weight) for c, lab in zip(cases, labels)]
             result = fit(job.network, volumes, settings, spacing_mm=job.inputs.spacing_mm, patch_size=job.patch_size,
                          multiple=job.multiple, device=job.device, checkpoint=checkpoint, progress=progress,
-                         round_index=r, loss_fn=loss_fn, evaluate=_validation_dice(job, validation) if validation
-                         else None, evaluate_every=evaluation_interval(settings.epochs))
+                         round_index=r, loss_fn=loss_fn, evaluate=partial(_validation_dice, job, validation)
+                         if validation else None, evaluate_every=evaluation_interval(settings.epochs))
             job.patch_size = result.patch_size
             state.update(phase="refine", last_loss=result.losses[-1], train_seconds=time.perf_counter() - started,
                          epoch_log=result.epochs)
-            write_json(job.state_dir / "state.json", state)
+            distributed.on_main(partial(write_json, job.state_dir / "state.json", state))
         started = time.perf_counter()
         last = r + 1 >= max_rounds
-        row = {"round": r, "epochs": settings.epochs, "loss": state.get("last_loss"),
-               "train_seconds": state.get("train_seconds"), "epoch_log": state.get("epoch_log")}
-        label_dice, network_dice, agreement, new_labels = [], [], [], []
-        progress.bar(len(cases), f"round {r}: predicting" + ("" if last else " and refining"))
-        for case, label in zip(cases, labels):
-            progress.check_cancelled()
-            probabilities = job.predict(case)
-            final_labels[case.name] = clean_label_map(_hard_on_image(case, probabilities), case.image,
-                                                      config.postprocess, case.points, config.class_names)
-            if case.reference is not None:
-                label_hard = _hard_on_image(case, label.probabilities)
-                label_dice.append(class_dice(label_hard, case.reference, job.num_classes))
-                network_dice.append(class_dice(final_labels[case.name], case.reference, job.num_classes))
-            if not last:
-                refined = recipe.refine(job, case, probabilities, label)
-                agreement.append(class_dice(refined.hard(), label.hard(), job.num_classes))
-                new_labels.append(refined)
-            progress.advance(1)
-        progress.close_bar()
-        validation_dice, raw_dice, validation_labels = [], [], {}
-        for case in validation:
-            progress.check_cancelled()
-            raw = _hard_on_image(case, job.predict(case))
-            validation_labels[case.name] = clean_label_map(raw, case.image, config.postprocess, case.points,
-                                                           config.class_names)
-            validation_dice.append(class_dice(validation_labels[case.name], case.reference, job.num_classes))
-            raw_dice.append(class_dice(raw, case.reference, job.num_classes))
-        row.update(
-            pseudolabel_dice=_mean(np.mean(label_dice, axis=0)) if label_dice else None,
-            train_dice=_mean(np.mean(network_dice, axis=0)) if network_dice else None,
-            validation_dice=_mean(np.mean(validation_dice, axis=0)) if validation_dice else None,
-            validation_dice_per_class=np.mean(validation_dice, axis=0).tolist() if validation_dice else None,
-            # the same before ``postprocess``: what the cleaning adds
-            validation_dice_raw=_mean(np.mean(raw_dice, axis=0)) if raw_dice else None,
-            validation_dice_per_class_raw=np.mean(raw_dice, axis=0).tolist() if raw_dice else None,
-            agreement=_mean(np.mean(agreement, axis=0)) if agreement else None,
-            refine_seconds=time.perf_counter() - started,
-        )
-        state["history"].append(row)
-        shown = row["validation_dice"] if row["validation_dice"] is not None else row["train_dice"]
-        progress.emit("round", round=r, dice=shown, agreement=row["agreement"],
-                      pseudolabel_dice=row["pseudolabel_dice"],
-                      validation_dice=row["validation_dice"])
-        converged = row["agreement"] is not None and row["agreement"] >= config.rounds.agreement
-        if last or converged:
-            if converged:
-                progress.message(f"pseudo-labels of rounds {r} and {r + 1} agree (Dice {row['agreement']:.4f} >= "
-                                 f"{config.rounds.agreement}): stopping")
+        # predictions (and refinements) of the cases, split across the ranks; rank 0 gathers and decides
+        done = distributed.map_cases(partial(_predict_case, job, last), list(zip(cases, labels)), progress,
+                                     f"round {r}: predicting" + ("" if last else " and refining"))
+        checked = distributed.map_cases(partial(_predict_validation, job), validation, progress,
+                                        f"round {r}: validation")
+        state, stop = distributed.on_main(partial(_close_round, job, state, done, checked, last, started))
+        if stop:
             break
-        next_path = job.state_dir / f"labels_round{r + 1}.npz"
-        save_labels(next_path, new_labels)
-        labels = load_labels(next_path, cases)
-        state.update(round=r + 1, phase="train")
-        write_json(job.state_dir / "state.json", state)
-        (job.state_dir / f"labels_round{r}.npz").unlink(missing_ok=True)
+        labels = load_labels(job.state_dir / f"labels_round{r + 1}.npz", cases)
 
+    outputs = distributed.on_main(lambda: _write_outputs(job, cases, validation, done, checked, state))
+    progress.emit("done", outputs=outputs)
+    return outputs
+
+
+def _predict_case(job: RunningJob, last: bool, item: tuple) -> dict:
+    """A training case ``item = (case, pseudo-label)`` after a round: its cleaned label map, Dice of the
+    pseudo-label and of the network against the reference (if any), and (unless ``last``) the refined
+    pseudo-label and its agreement."""
+    config, (case, label) = job.config, item
+    probabilities = job.predict(case)
+    out = {"labels": clean_label_map(_hard_on_image(case, probabilities), case.image, config.postprocess, case.points,
+                                     config.class_names)}
+    if case.reference is not None:
+        out["label_dice"] = class_dice(_hard_on_image(case, label.probabilities), case.reference, job.num_classes)
+        out["network_dice"] = class_dice(out["labels"], case.reference, job.num_classes)
+    if not last:
+        out["refined"] = job.recipe.refine(job, case, probabilities, label)
+        out["agreement"] = class_dice(out["refined"].hard(), label.hard(), job.num_classes)
+    return out
+
+
+def _predict_validation(job: RunningJob, case: PreparedCase) -> dict:
+    """A validation case's cleaned label map and Dice per class, with and without the cleaning."""
+    config = job.config
+    raw = _hard_on_image(case, job.predict(case))
+    labels = clean_label_map(raw, case.image, config.postprocess, case.points, config.class_names)
+    return {"labels": labels, "dice": class_dice(labels, case.reference, job.num_classes),
+            "raw_dice": class_dice(raw, case.reference, job.num_classes)}
+
+
+def _validation_dice(job: RunningJob, validation: list, epoch: int) -> dict:
+    """``fit``'s evaluation during training: the validation cases' mean Dice as the round table scores it
+    (after ``postprocess``); under torchrun only rank 0 evaluates (``fit``)."""
+    scores = [_predict_validation(job, case)["dice"] for case in validation]
+    return {"validation_dice": _mean(np.mean(scores, axis=0))}
+
+
+def _close_round(job: RunningJob, state: dict, done: list, checked: list, last: bool, started: float) -> tuple:
+    """Record the round (history, progress), write the next round's pseudo-labels unless it stops;
+    returns ``(state, stop)``."""
+    config, progress, r = job.config, job.progress, state["round"]
+    label_dice = [d["label_dice"] for d in done if "label_dice" in d]
+    network_dice = [d["network_dice"] for d in done if "network_dice" in d]
+    agreement = [d["agreement"] for d in done if "agreement" in d]
+    validation_dice, raw_dice = [c["dice"] for c in checked], [c["raw_dice"] for c in checked]
+    row = {"round": r, "epochs": config.training.epochs, "loss": state.get("last_loss"),
+           "train_seconds": state.get("train_seconds"), "epoch_log": state.get("epoch_log")}
+    row.update(
+        pseudolabel_dice=_mean(np.mean(label_dice, axis=0)) if label_dice else None,
+        train_dice=_mean(np.mean(network_dice, axis=0)) if network_dice else None,
+        validation_dice=_mean(np.mean(validation_dice, axis=0)) if validation_dice else None,
+        validation_dice_per_class=np.mean(validation_dice, axis=0).tolist() if validation_dice else None,
+        # the same before ``postprocess``: what the cleaning adds
+        validation_dice_raw=_mean(np.mean(raw_dice, axis=0)) if raw_dice else None,
+        validation_dice_per_class_raw=np.mean(raw_dice, axis=0).tolist() if raw_dice else None,
+        agreement=_mean(np.mean(agreement, axis=0)) if agreement else None,
+        refine_seconds=time.perf_counter() - started,
+    )
+    state["history"].append(row)
+    shown = row["validation_dice"] if row["validation_dice"] is not None else row["train_dice"]
+    progress.emit("round", round=r, dice=shown, agreement=row["agreement"], pseudolabel_dice=row["pseudolabel_dice"],
+                  validation_dice=row["validation_dice"])
+    converged = row["agreement"] is not None and row["agreement"] >= config.rounds.agreement
+    if last or converged:
+        if converged:
+            progress.message(f"pseudo-labels of rounds {r} and {r + 1} agree (Dice {row['agreement']:.4f} >= "
+                             f"{config.rounds.agreement}): stopping")
+        return state, True
+    save_labels(job.state_dir / f"labels_round{r + 1}.npz", [d["refined"] for d in done])
+    state.update(round=r + 1, phase="train")
+    write_json(job.state_dir / "state.json", state)
+    (job.state_dir / f"labels_round{r}.npz").unlink(missing_ok=True)
+    return state, False
+
+
+def _write_outputs(job: RunningJob, cases, validation, done: list, checked: list, state: dict) -> dict:
+    """The model file, segmentations and history of the finished run; the state marked done."""
+    final_labels = {case.name: d["labels"] for case, d in zip(cases, done)}
+    validation_labels = {case.name: c["labels"] for case, c in zip(validation, checked)}
     outputs = _finish(job, cases, validation, final_labels, validation_labels, state["history"])
     state.update(phase="done", outputs=outputs)
     write_json(job.state_dir / "state.json", state)
     for old in job.state_dir.glob("labels_round*.npz"):
         old.unlink()
-    progress.emit("done", outputs=outputs)
     return outputs
 
 
-def _validation_dice(job: RunningJob, validation: list):
-    """``fit``'s evaluation: the validation cases' mean Dice as the round table scores it (after ``postprocess``)."""
-    config = job.config
-
-    def evaluate(epoch: int) -> dict:
-        scores = []
-        for case in validation:
-            job.progress.check_cancelled()
-            hard = clean_label_map(_hard_on_image(case, job.predict(case)), case.image, config.postprocess,
-                                   case.points, config.class_names)
-            scores.append(class_dice(hard, case.reference, job.num_classes))
-        return {"validation_dice": _mean(np.mean(scores, axis=0))}
-
-    return evaluate
+def _start_run(config: JobConfig, resume: bool, config_path, lock) -> tuple:
+    """Take the run folder's lock (under torchrun rank 0 alone holds it), open the folder and drop a cancel
+    request aimed at an earlier run; returns ``(folder, state)``."""
+    if lock is not None:
+        lock.acquire()
+    folder, state = _open_run_folder(config, resume, config_path)
+    cancel = folder / "CANCEL"
+    if cancel.exists():
+        cancel.unlink()  # this run starts now
+    return folder, state
 
 
 def _finish(job: RunningJob, cases, validation, final_labels: dict, validation_labels: dict, history: list) -> dict:

@@ -3,12 +3,15 @@
 One code path for CPU and CUDA: on a GPU the forward pass runs under autocast (float16) with a gradient
 scaler; on the CPU both are disabled no-ops. A checkpoint is written at the start of a training run and after
 every epoch (weights, optimizer, scheduler, scaler, round/epoch, RNG states, current patch and batch size, the
-epoch log), atomically; :func:`fit` continues from it. Every epoch is logged (:class:`FitResult` ``epochs``):
-its training seconds, mean loss, the Dice meter's hard Dice on the trusted voxels of its batches, and what an
-optional ``evaluate`` callback measures (a recipe's validation Dice; its time is not training time), so that a
-run's Dice can be shown against its training minutes. Cancellation is checked before every batch. A GPU out-of-memory
+epoch log), atomically; :func:`fit` continues from it. Every epoch is logged (:class:`FitResult` ``epochs``): its
+training seconds, mean loss, the Dice meter's hard Dice on the trusted voxels of its batches, and what an optional
+``evaluate`` callback measures (a recipe's validation Dice; its time is not training time), so that a run's Dice
+can be shown against its training minutes. Cancellation is checked before every batch. A GPU out-of-memory
 error frees memory, halves the batch (then the patch), says so through :class:`~ExtremeSegLib.progress.Progress`
 and retries the step, down to batch 1 and the smallest patch the network accepts, then stops with a clear error.
+Under torchrun (:mod:`.distributed`) the same loop runs on every rank: gradients are averaged by DDP, each rank
+samples its own patches (``batch_size`` patches per rank and step), a cancel anywhere stops all ranks after the
+same step, and rank 0 alone writes the checkpoint (with every rank's random state).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from ..errors import InputError
 from ..io.volumes import write_atomically
 from ..progress import Progress
+from . import distributed
 from .data import Augmentation, make_batch, pad_to
 from .losses import build_loss
 
@@ -33,6 +37,8 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("auto", "on", "off")
 #: ``compile="auto"``: runs with at least this many training steps go through torch.compile
 COMPILE_MIN_STEPS = 500
+#: a job's device for one training process per GPU (``extremeseg train`` launches them; each uses its own GPU)
+ALL_GPUS = "cuda:all"
 
 
 @dataclass(frozen=True)
@@ -86,11 +92,14 @@ class TrainingSettings:
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """``auto`` (CUDA when PyTorch sees a GPU, else CPU), ``cpu`` or ``cuda``."""
-    if name not in DEVICES:
-        raise InputError(f"unknown device {name!r}; choose one of {list(DEVICES)}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU here; use 'auto' or 'cpu'")
+    """``auto`` (CUDA when PyTorch sees a GPU, else CPU), ``cpu`` or ``cuda`` (the current GPU: under torchrun
+    this process's own); ``cuda:all`` in one process is ``cuda``."""
+    if name not in DEVICES + (ALL_GPUS,):
+        raise InputError(f"unknown device {name!r}; choose one of {list(DEVICES + (ALL_GPUS,))}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} was asked for, but PyTorch sees no CUDA GPU here; use 'auto' or 'cpu'")
+    if name == ALL_GPUS:
+        name = "cuda"
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -120,6 +129,19 @@ def _restore_rng(state: str) -> np.random.Generator:
     rng = np.random.default_rng()
     rng.bit_generator.state = json.loads(state)
     return rng
+
+
+def _restore_rank_rng(state: dict, rng, seed: int, round_index: int, epoch: int) -> np.random.Generator:
+    """This rank's random states from a checkpoint written by a group of the same size; a group of another
+    size (or a single-process checkpoint) gives the ranks after 0 fresh seeds for this epoch."""
+    ranks, rank = state.get("rank_rngs") or [], distributed.rank()
+    if len(ranks) == distributed.world_size():
+        torch.set_rng_state(ranks[rank][1])
+        return _restore_rng(ranks[rank][0])
+    if rank == 0:
+        return rng
+    torch.manual_seed(seed * 1000 + round_index + 1_000_003 * rank + epoch)
+    return np.random.default_rng([seed, round_index, rank, epoch])
 
 
 # -- out of memory ----------------------------------------------------------------------------------------
@@ -209,6 +231,10 @@ class _DiceMeter:
         self.inter = inter if self.inter is None else self.inter + inter
         self.total = total.double() if self.total is None else self.total + total
 
+    def sum_over_ranks(self):
+        if self.total is not None:
+            self.inter, self.total = distributed.sum_over_ranks(self.inter), distributed.sum_over_ranks(self.total)
+
     def value(self):
         if self.total is None or float(self.total.sum()) == 0:
             return None
@@ -227,7 +253,8 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
     ``loss_fn`` defaults to ``build_loss(settings.loss)``; a recipe may pass its own loss or an
     :class:`Objective` (whose parameters are trained alongside and checkpointed with the network's).
     ``evaluate(epoch) -> dict`` (optional) is called after every ``evaluate_every``-th epoch and the last, with the
-    network in eval mode; its figures (e.g. ``{"validation_dice": 0.8}``) join that epoch's record.
+    network in eval mode (under torchrun on rank 0 only); its figures (e.g. ``{"validation_dice": 0.8}``) join that
+    epoch's record. Outside torchrun the step may go through ``torch.compile`` (``settings.compile``).
     Raises :class:`~ExtremeSegLib.errors.CancelledError` (checkpoint kept) when cancelled.
     """
     progress = progress or Progress(bar=False)
@@ -256,15 +283,26 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         start, losses, log = state["epoch"], list(state["losses"]), list(state.get("epoch_log", []))
         patch, batch = tuple(state["patch_size"]), int(state["batch_size"])
+        if distributed.active():
+            rng = _restore_rank_rng(state, rng, settings.seed, round_index, start)
         if start:
             progress.message(f"resuming round {round_index} after epoch {start} of {settings.epochs}")
     else:
-        rng = np.random.default_rng([settings.seed, round_index])
-        torch.manual_seed(settings.seed * 1000 + round_index)
+        rank = distributed.rank()  # 0 alone: the single-process seeds
+        rng = np.random.default_rng([settings.seed, round_index] + ([rank] if rank else []))
+        torch.manual_seed(settings.seed * 1000 + round_index + 1_000_003 * rank)
         start, losses, log = 0, [], []
         patch, batch = tuple(int(n) for n in patch_size), settings.batch_size
+    # under torchrun: DDP over network + objective (after loading: it starts every rank from rank 0's weights)
+    # outside torchrun the network may run compiled (``model``; back to ``network`` if compiling fails)
+    model = network if distributed.active() else compiled(network, settings.compile, settings.epochs * steps)
+    forward = distributed.data_parallel_step(network, objective, device) if distributed.active() else \
+        (lambda x, y, w: objective(model, x, y, w))
 
     def write_checkpoint(epoch):
+        ranks = distributed.gather([_rng_state(rng), torch.get_rng_state()]) if distributed.active() else None
+        if not distributed.is_main():
+            return
         save_checkpoint(checkpoint, {
             "round": round_index, "epoch": epoch, "epochs": settings.epochs,
             "model": network.state_dict(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
@@ -272,11 +310,11 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
             "numpy_rng": _rng_state(rng), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             "patch_size": list(patch), "batch_size": batch, "losses": losses, "epoch_log": log,
+            **({"rank_rngs": ranks} if ranks else {}),
         })
 
     if start == 0:
         write_checkpoint(0)
-    model = compiled(network, settings.compile, settings.epochs * steps)
     padded = [pad_to(v, patch) for v in volumes]
     augmentation = settings.augmentation if settings.augment else None
 
@@ -288,17 +326,19 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
         cursor, total, meter = 0, 0.0, _DiceMeter()
         progress.bar(steps, f"round {round_index} epoch {epoch}/{settings.epochs}")
         for _ in range(steps):
-            progress.check_cancelled()
+            distributed.stop_if_cancelled(progress)
             while True:
                 indices = order[cursor:cursor + batch]
                 x, y, w = make_batch(padded, indices, patch, rng, settings.foreground_fraction, spacing_mm,
                                      augmentation)
                 try:
-                    loss, logits = _train_step(model, objective, parameters, optimizer, scaler, x, y, w, device,
-                                               use_amp)
+                    loss, logits = _train_step(forward, parameters, optimizer, scaler, x, y, w, device, use_amp)
                     break
                 except torch.OutOfMemoryError:
-                    pass
+                    if distributed.active():  # the other ranks wait in this step's gradient reduction
+                        raise InputError(f"{device.type.upper()} out of memory on rank {distributed.rank()}; with "
+                                         "several processes the batch cannot shrink on one of them: lower "
+                                         "training.batch_size or training.patch_size and resume") from None
                 except Exception as err:  # torch.compile fails in many ways (no compiler, ...); eager does not
                     if model is network:
                         raise
@@ -325,11 +365,14 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
             meter.add(logits, y.to(logits.device), w.to(logits.device))
             progress.advance(1, loss=loss)
         progress.close_bar()
+        losses.append(distributed.mean_over_ranks(total / steps) if distributed.active() else total / steps)
+        if distributed.active():
+            meter.sum_over_ranks()
         _synchronize(device)
-        losses.append(total / steps)
         record = {"epoch": epoch, "seconds": time.perf_counter() - started, "loss": losses[-1],
                   "train_dice": meter.value()}
-        if evaluate is not None and (epoch % evaluate_every == 0 or epoch == settings.epochs):
+        if evaluate is not None and (epoch % evaluate_every == 0 or epoch == settings.epochs) \
+                and distributed.is_main():
             network.eval()
             record.update(evaluate(epoch))
         log.append(record)
@@ -355,11 +398,14 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _train_step(network, objective, parameters, optimizer, scaler, x, y, w, device, use_amp):
+
+
+def _train_step(forward, parameters, optimizer, scaler, x, y, w, device, use_amp):
+    """One optimiser step; ``forward(x, target, weight) -> (loss, logits)``."""
     x, y, w = x.to(device), y.to(device), w.to(device)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-        loss, logits = objective(network, x, y, w)
+        loss, logits = forward(x, y, w)
     scaler.scale(loss.float()).backward()
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(parameters, 12.0)
