@@ -4,7 +4,9 @@ Protocol (what the Slicer module reads from a child process): with ``--progress-
 report is one JSON object per line on stdout, flushed, with at least ``{"event": ...}``:
 
 - ``{"event": "start", "total_epochs": int, "rounds": int, "device": str}``
-- ``{"event": "epoch", "round": int, "epoch": int, "epochs": int, "loss": float, "dice": float|null}``
+- ``{"event": "epoch", "round": int, "epoch": int, "epochs": int, "loss": float, "dice": float|null,
+  "seconds": float}`` (``seconds``: training time of the round so far; a recipe's evaluation may add
+  ``"validation_dice"``)
 - ``{"event": "round", "round": int, "dice": float|null, "agreement": float|null}``
 - ``{"event": "message", "level": "info"|"warning", "text": str}``  (e.g. "GPU out of memory: patch halved")
 - ``{"event": "done", "outputs": {...}}``  or  ``{"event": "error", "message": str}``

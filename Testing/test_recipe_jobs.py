@@ -16,6 +16,7 @@ from ExtremeSegLib.masks import erode_mm
 from ExtremeSegLib.metrics import dice
 from ExtremeSegLib.progress import Progress
 from ExtremeSegLib.recipes import JobConfig, RoundsConfig, predict, train
+from ExtremeSegLib.recipes.history import dice_curve, plot_dice_curves
 from ExtremeSegLib.refine.random_walker import random_walker_regularisation
 from ExtremeSegLib.simulate import simulate_extreme_points
 from ExtremeSegLib.training.model_file import read_description
@@ -60,6 +61,17 @@ def test_points_to_model_and_segmentations(job):
     assert history[1]["train_dice"] > 0.5 and history[1]["validation_dice"] > 0.5
     assert history[1]["validation_dice_raw"] > 0.5  # before the label map's cleaning
     assert "rounds_plot" in outputs and len(outputs["segmentations"]) == 3 and len(outputs["validation"]) == 1
+    # Dice against training minutes: every epoch logged and (3 epochs per round) validated; the round's last
+    # epoch scores what the round table scores, the minutes add up over the rounds
+    for row in history:
+        assert [r["epoch"] for r in row["epoch_log"]] == [1, 2, 3]
+        assert row["epoch_log"][-1]["validation_dice"] == pytest.approx(row["validation_dice"])
+    curve = dice_curve(history)
+    assert len(curve) == 6 and all(b["minutes"] > a["minutes"] for a, b in zip(curve, curve[1:]))
+    table = Path(outputs["rounds_table"]).read_text()
+    assert "## Dice against training minutes" in table and table.count("\n| 1 | ") == 1 + 3  # round row + 3 epochs
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert all(e["seconds"] > 0 and 0.0 <= e["validation_dice"] <= 1.0 for e in epochs)
 
     description = read_description(outputs["model"])
     assert description["recipe"] == "extreme_points" and description["inputs"]["spacing_mm"] == [1.0, 1.0, 2.0]
@@ -95,6 +107,23 @@ def test_fully_supervised_trains_one_round_on_the_dense_labels(job):
     assert history[0]["pseudolabel_dice"] > 0.97  # the dense labels, through the model grid and back
     assert history[0]["validation_dice"] > 0.5
     assert read_description(outputs["model"])["recipe"] == "fully_supervised"
+
+
+def test_without_validation_cases_the_curve_shows_the_training_batches_dice(job, tmp_path):
+    data = json.loads(job.read_text())
+    data.update(recipe="fully_supervised", pseudolabel={}, validation=[])
+    data["training"]["epochs"] = 12
+    job.write_text(json.dumps(data))
+    outputs = train(JobConfig.from_json(job))
+    history = json.loads(open(outputs["rounds"]).read())
+    curve = dice_curve(history)
+    assert len(curve) == 12 and all(p["validation_dice"] is None for p in curve)
+    assert curve[-1]["train_dice"] > curve[0]["train_dice"]
+    table = Path(outputs["rounds_table"]).read_text()
+    assert "training Dice of the engine's meter" in table
+    assert table.count("\n| 0 | ") == 1 + 6  # the round row, then every 2nd epoch (about 10 points)
+    both = plot_dice_curves(tmp_path / "curves.png", {"a": history, "b": history}, "two runs")
+    assert both is not None and both.stat().st_size > 1000
 
 
 class CancelInRoundZero(Progress):

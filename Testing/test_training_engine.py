@@ -37,11 +37,12 @@ def tiny_network(seed: int = 0):
     return build_network(1, 2, kernels, strides, [8, 16, 32]), total_stride(strides)
 
 
-def train(network, multiple, checkpoint, progress=None, epochs=4, **settings):
+def train(network, multiple, checkpoint, progress=None, epochs=4, evaluate=None, evaluate_every=1, **settings):
     volumes = [ellipsoid_volume(seed)[0] for seed in range(4)]
     settings = TrainingSettings(epochs=epochs, steps_per_epoch=2, batch_size=2, **settings)
     return fit(network, volumes, settings, spacing_mm=(1.0, 1.0, 1.0), patch_size=PATCH, multiple=multiple,
-               device=CPU, checkpoint=checkpoint, progress=progress)
+               device=CPU, checkpoint=checkpoint, progress=progress, evaluate=evaluate,
+               evaluate_every=evaluate_every)
 
 
 def test_training_lowers_the_loss_reaches_a_dice_and_reports_json_lines(tmp_path):
@@ -173,3 +174,59 @@ def test_an_objective_with_its_own_parameters_is_trained_and_checkpointed(tmp_pa
     assert float(objective.scale.detach()) != 1.0
     state = load_checkpoint(tmp_path / "ck.pt")
     assert float(state["objective"]["scale"]) == pytest.approx(float(objective.scale.detach()))
+
+
+def test_every_epoch_is_logged_with_its_time_and_evaluated_where_asked_also_across_a_resume(tmp_path):
+    network, multiple = tiny_network()
+    held_out, truth = ellipsoid_volume(seed=99)
+    evaluated = []
+
+    def evaluate(epoch):  # what a recipe does: predict held-out data with the network as it stands
+        assert not network.training
+        evaluated.append(epoch)
+        probabilities = predict_probabilities(network, held_out.inputs, PATCH, CPU)
+        return {"validation_dice": dice(probabilities[1] >= 0.5, truth)}
+
+    cancel_file = tmp_path / "CANCEL"
+    with pytest.raises(CancelledError):
+        fit(network, [ellipsoid_volume(seed)[0] for seed in range(4)],
+            TrainingSettings(epochs=5, steps_per_epoch=2, batch_size=2), spacing_mm=(1.0, 1.0, 1.0),
+            patch_size=PATCH, multiple=multiple, device=CPU, checkpoint=tmp_path / "ck.pt",
+            progress=CancelAfter(cancel_file, epoch=2), evaluate=evaluate, evaluate_every=2)
+    cancel_file.unlink()
+    stream = io.StringIO()
+    result = train(network, multiple, tmp_path / "ck.pt", Progress(jsonl=True, stream=stream), epochs=5,
+                   evaluate=evaluate, evaluate_every=2)
+    assert evaluated == [2, 4, 5]  # every 2nd epoch and the last; the resumed run kept epoch 2's figure
+    assert [r["epoch"] for r in result.epochs] == [1, 2, 3, 4, 5]
+    assert all(r["seconds"] > 0 and r["loss"] == loss for r, loss in zip(result.epochs, result.losses))
+    assert [("validation_dice" in r) for r in result.epochs] == [False, True, False, True, True]
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert epochs[-1]["seconds"] == pytest.approx(sum(r["seconds"] for r in result.epochs))
+    assert epochs[-1]["validation_dice"] == result.epochs[-1]["validation_dice"]
+
+
+def test_compile_setting_is_checked_and_auto_compiles_only_long_runs():
+    from ExtremeSegLib.training.engine import COMPILE_MIN_STEPS, compiled
+
+    network, _ = tiny_network()
+    assert compiled(network, "auto", COMPILE_MIN_STEPS - 1) is network
+    assert compiled(network, "off", 10 * COMPILE_MIN_STEPS) is network
+    assert compiled(network, "auto", COMPILE_MIN_STEPS) is not network
+    with pytest.raises(InputError, match="training.compile"):
+        TrainingSettings(compile="yes")
+
+
+def test_a_compiled_run_trains_like_an_eager_one(tmp_path):
+    # the compiled step computes the same function: same data, same initial weights -> close losses
+    eager, multiple = tiny_network()
+    reference = train(eager, multiple, tmp_path / "eager.pt", epochs=2, compile="off")
+    network, _ = tiny_network()
+    stream = io.StringIO()
+    result = train(network, multiple, tmp_path / "compiled.pt", Progress(jsonl=True, stream=stream), epochs=2,
+                   compile="on")
+    assert "torch.compile cannot" not in stream.getvalue()  # it compiled here (gcc is present)
+    np.testing.assert_allclose(result.losses, reference.losses, rtol=1e-3)
+    saved = load_checkpoint(tmp_path / "compiled.pt")
+    assert set(saved["model"]) == set(eager.state_dict())  # the plain network's weights, not the wrapper's

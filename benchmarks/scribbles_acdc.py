@@ -50,6 +50,7 @@ from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  #
 from ExtremeSegLib.evaluation.report import versions  # noqa: E402
 from ExtremeSegLib.progress import Progress  # noqa: E402
 from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
+from ExtremeSegLib.recipes.history import plot_dice_curves  # noqa: E402
 
 STRUCTURES = ("RV", "Myo", "LV")
 RUNS = REPO / "benchmarks" / "runs" / "scribbles_acdc"
@@ -256,7 +257,12 @@ def report(args) -> None:
                     run["round0_stages"] = round0_stages
                 results["runs"][f"{tag}/{name}"] = run
     RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    RESULTS.with_suffix(".md").write_text(markdown(results, len(test_cases)) + "\n")
+    text = markdown(results, len(test_cases)) + "\n"
+    curves = RESULTS.parent / f"{RESULTS.name}_minutes.png"
+    if plot_dice_curves(curves, {key: run["rounds"] for key, run in results["runs"].items()},
+                        "ACDC scribbles: Dice against training minutes") is not None:
+        text += f"\n![Dice against training minutes]({curves.name})\n"
+    RESULTS.with_suffix(".md").write_text(text)
     print(RESULTS.with_suffix(".md").read_text())
 
 

@@ -43,6 +43,7 @@ from ExtremeSegLib.metrics import dice  # noqa: E402
 from ExtremeSegLib.progress import Progress  # noqa: E402
 from ExtremeSegLib.pseudolabel.extreme_points import extreme_points_pseudolabel  # noqa: E402
 from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
+from ExtremeSegLib.recipes.history import plot_dice_curves  # noqa: E402
 from ExtremeSegLib.simulate import simulate_extreme_points  # noqa: E402
 
 #: per data set: where, which object, and the job settings shared by the weak and the full run. The
@@ -226,6 +227,11 @@ def main(argv=None) -> int:
     (results_dir / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     (results_dir / f"{name}.md").write_text(markdown(results, name))
     plot(results, results_dir / f"{name}.png")
+    runs_by_name = {"weak": weak_rounds, **({"full": full["rounds"]} if full else {})}
+    if plot_dice_curves(results_dir / f"{name}_minutes.png", runs_by_name, f"{args.dataset}: Dice against "
+                        "training minutes") is not None:
+        with (results_dir / f"{name}.md").open("a") as md:
+            md.write(f"\n![Dice against training minutes]({name}_minutes.png)\n")
     print((results_dir / f"{name}.md").read_text())
     return 0
 

@@ -29,7 +29,8 @@ Solvers (measured in ``benchmarks/results/pseudolabel_extreme.md``):
 - ``"cg_j"``: the same system as a SciPy sparse matrix over the unlabelled voxels, Jacobi-preconditioned CG
   (float64, CPU).
 - ``"cg_mg"``: SciPy CG preconditioned by a PyAMG Ruge-Stuben multigrid (only if ``pyamg`` is installed).
-- ``"direct"``: sparse LU (SciPy), exact, for small problems and references.
+- ``"direct"``: sparse LU (SciPy), exact, for small problems, references and (with ``slice_axis``, one LU per
+  slice) stacks of slices.
 - ``"auto"``: ``cg_torch``, coarse-to-fine for large problems (see ``multiscale``).
 
 ``multiscale`` (``cg_torch`` only) solves a 2x downsampled problem first (recursively, down to about 50 000
@@ -37,8 +38,13 @@ voxels; thick-slice axes are not downsampled), upsamples it, keeps its values wh
 above 1 - :data:`BAND_TOLERANCE`, farther than :data:`BAND_GROWTH` voxels from an unsure voxel) and solves the
 remaining band again at full resolution with those values as boundary conditions. This is an approximation
 (sure voxels keep the coarse probabilities): labels agree with the single-level solve on all but a few voxels,
-probabilities to a few hundredths (measured in ``benchmarks/results/pseudolabel_extreme.md``). With the other
-solvers ``multiscale`` only gives the fine solve a starting guess, which leaves its solution unchanged.
+probabilities to a few hundredths (measured in ``benchmarks/results/pseudolabel_extreme.md``). With the SciPy
+solvers (``"direct"``, ``"cg_j"``, ``"cg_mg"``) ``multiscale`` solves the same band, at every level, and then
+checks it: where the band's values at its edge differ from the coarse values behind it by more than
+``band_tolerance``, the coarse grid was confidently wrong in that whole sure region (a thin wall blurred, a stroke
+thickened), which joins the band and is solved again (:data:`BAND_CHECKS` times at most). With
+``band_tolerance=1e-3`` seed areas at tau 0.99 agree with the single-level walk on all but about 1e-5 of the voxels
+(``benchmarks/results/scribbles_seeds_speed.md``).
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ _COARSEST_VOXELS = 50_000
 BAND_TOLERANCE = 0.3
 #: ... unless they lie within this many voxels of an unsure one (those are solved again at full resolution)
 BAND_GROWTH = 2
+#: coarse-to-fine with the SciPy solvers: how many times a band may grow into sure regions it contradicts
+BAND_CHECKS = 2
 #: added to every edge weight so that no voxel is cut off from all seeds (scikit-image's value)
 EPS_WEIGHT = 1e-10
 
@@ -70,7 +78,7 @@ BYTES_PER_VOXEL = {"cg_torch": 4 * 12, "cg_j": 8 * 20, "cg_mg": 8 * 60, "direct"
 
 
 def edge_weights(image: np.ndarray, spacing=(1.0, 1.0, 1.0), beta: float = 130.0, dtype=np.float64,
-                 std: float | None = None, conductance_power: float = 2.0) -> list:
+                 std=None, conductance_power: float = 2.0, slice_axis: int | None = None) -> list:
     """Random-walker edge weights along each axis (see the module docstring).
 
     Parameters
@@ -83,10 +91,13 @@ def edge_weights(image: np.ndarray, spacing=(1.0, 1.0, 1.0), beta: float = 130.0
         Edge sensitivity (scikit-image convention).
     dtype : numpy dtype, optional
         Type of the weights.
-    std : float, optional
-        The intensity standard deviation that scales ``beta`` (default: this image's).
+    std : float or ndarray, optional
+        The intensity standard deviation that scales ``beta`` (default: this image's); an array broadcasting
+        against the image gives one per slice.
     conductance_power : float, optional
         Anisotropic coupling ``(h_min / h_a) ** p``; 2 = diffusion in mm, 0 = per voxel.
+    slice_axis : int, optional
+        Edges along this axis are 0 (slices apart).
 
     Returns
     -------
@@ -95,11 +106,14 @@ def edge_weights(image: np.ndarray, spacing=(1.0, 1.0, 1.0), beta: float = 130.0
     """
     data = np.asarray(image, dtype=np.float64)
     spacing = np.asarray(spacing, dtype=float)
-    std = float(data.std()) if std is None else float(std)
-    scale = beta / (10.0 * std) if std > 0 else 0.0
+    std = np.asarray(data.std() if std is None else std, dtype=np.float64)
+    scale = np.where(std > 0, beta / (10.0 * np.where(std > 0, std, 1.0)), 0.0)
     weights = []
     for axis in range(3):
         diff = np.diff(data, axis=axis)
+        if axis == slice_axis:
+            weights.append(np.zeros(diff.shape, dtype=dtype))
+            continue
         conductance = (spacing.min() / spacing[axis]) ** conductance_power
         w = conductance * np.exp(-scale * diff * diff) + EPS_WEIGHT
         weights.append(w.astype(dtype))
@@ -134,7 +148,7 @@ class _Settings:
     """What every level of one solve shares."""
 
     beta: float
-    std: float
+    std: np.ndarray  # scalar, or one value per slice along slice_axis (broadcasting against the solved box)
     conductance_power: float
     num_classes: int
     solver: str
@@ -142,13 +156,16 @@ class _Settings:
     max_iter: int | None
     device: str
     prior_weight: float
+    slice_axis: int | None
+    band_tolerance: float
 
 
 def random_walker(image: np.ndarray, seeds: np.ndarray, spacing=(1.0, 1.0, 1.0), beta: float = 130.0,
                   solver: str = "auto", tol: float = 1e-3, max_iter: int | None = None, device="cpu",
                   multiscale: bool | None = None, prior: np.ndarray | None = None,
                   prior_weight: float = 0.0, initial: np.ndarray | None = None,
-                  conductance_power: float = 2.0) -> np.ndarray:
+                  conductance_power: float = 2.0, slice_axis: int | None = None,
+                  band_tolerance: float = BAND_TOLERANCE) -> np.ndarray:
     """Random-walker class probabilities.
 
     Parameters
@@ -179,6 +196,12 @@ def random_walker(image: np.ndarray, seeds: np.ndarray, spacing=(1.0, 1.0, 1.0),
         Starting guess for the iterative solvers.
     conductance_power : float, optional
         Anisotropic coupling ``(h_min / h_a) ** p`` (module docstring); 2 = diffusion in mm, 0 = per voxel.
+    slice_axis : int, optional
+        Walk each slice across this axis on its own (module docstring); every slice then needs a seed.
+    band_tolerance : float, optional
+        Coarse-to-fine keeps an unlabelled voxel's coarse values only where some class is above
+        ``1 - band_tolerance`` (and farther than :data:`BAND_GROWTH` voxels from an unsure one); smaller is
+        closer to the single-level solve, and slower.
 
     Returns
     -------
@@ -193,11 +216,15 @@ def random_walker(image: np.ndarray, seeds: np.ndarray, spacing=(1.0, 1.0, 1.0),
         raise InputError("random walker: the image has NaN or infinite voxels; fix or mask them first")
     if not np.issubdtype(seeds.dtype, np.integer):
         raise InputError("random walker: seeds must be an integer array (-1 unlabelled, 0..C-1 classes)")
+    if not 0.0 < band_tolerance < 1.0:
+        raise InputError(f"random walker: band_tolerance must lie in (0, 1), got {band_tolerance}")
     if solver not in SOLVERS:
         raise InputError(f"random walker: unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     spacing = np.asarray(spacing, dtype=float)
     if spacing.shape != (3,) or np.any(spacing <= 0):
         raise InputError(f"random walker: spacing must be 3 positive numbers (mm), got {spacing.tolist()}")
+    if slice_axis is not None and slice_axis not in (0, 1, 2):
+        raise InputError(f"random walker: slice_axis must be 0, 1, 2 or None, got {slice_axis!r}")
     num_classes = int(seeds.max()) + 1
     if num_classes < 2 or seeds.min() < -1:
         raise InputError("random walker: seeds need at least two classes (values 0 and 1; -1 = unlabelled)")
@@ -209,6 +236,12 @@ def random_walker(image: np.ndarray, seeds: np.ndarray, spacing=(1.0, 1.0, 1.0),
         prior = np.asarray(prior, dtype=np.float64)
         if prior.shape != (num_classes,) + image.shape:
             raise InputError(f"random walker: prior must have shape {(num_classes,) + image.shape}, got {prior.shape}")
+    if slice_axis is not None:
+        other = tuple(a for a in range(3) if a != slice_axis)
+        unseeded = np.flatnonzero(~np.any(seeds >= 0, axis=other))
+        if unseeded.size:
+            raise InputError(f"random walker: slice {int(unseeded[0])} along axis {slice_axis} has no seed; "
+                             "walk only slices with seeds")
     if solver == "cg_mg":
         try:
             import pyamg  # noqa: F401
@@ -231,10 +264,15 @@ def random_walker(image: np.ndarray, seeds: np.ndarray, spacing=(1.0, 1.0, 1.0),
     sub_initial = None if initial is None else np.asarray(initial, dtype=np.float64)[(slice(None),) + box]
     if multiscale is None:
         multiscale = solver == "auto" and int(unknown[box].sum()) >= MULTISCALE_MIN_VOXELS
-    # beta is scaled by the whole image's standard deviation (as scikit-image does), not the solved box's
-    settings = _Settings(float(beta), float(np.std(image, dtype=np.float64)), float(conductance_power), num_classes,
+    # beta is scaled by the whole image's (or slice's) standard deviation, as scikit-image does, not the box's
+    if slice_axis is None:
+        std = np.std(image, dtype=np.float64)
+    else:
+        std = np.std(image, axis=other, dtype=np.float64, keepdims=True)
+        std = std[tuple(box[a] if a == slice_axis else slice(None) for a in range(3))]
+    settings = _Settings(float(beta), std, float(conductance_power), num_classes,
                          "cg_torch" if solver == "auto" else solver, float(tol), max_iter, str(device),
-                         float(prior_weight) if prior is not None else 0.0)
+                         float(prior_weight) if prior is not None else 0.0, slice_axis, float(band_tolerance))
     probs = _solve(image[box].astype(np.float64), seeds[box].astype(np.int16), spacing, settings, multiscale,
                    sub_prior, sub_initial)
     np.clip(probs, 0.0, None, out=probs)
@@ -251,12 +289,13 @@ def _solve(image, seeds, spacing, settings: _Settings, multiscale, prior, initia
     if multiscale and initial is None and image.size > 2 * _COARSEST_VOXELS:
         coarse = initial = _coarse_start(image, seeds, spacing, settings, prior)
     dtype = np.float32 if settings.solver == "cg_torch" else np.float64
-    weights = edge_weights(image, spacing, settings.beta, dtype, settings.std, settings.conductance_power)
+    weights = edge_weights(image, spacing, settings.beta, dtype, settings.std, settings.conductance_power,
+                           settings.slice_axis)
     if settings.solver == "cg_torch" and coarse is not None:
         return _solve_torch_band(weights, seeds, settings, prior, coarse)
     if settings.solver == "cg_torch":
         return _solve_torch(weights, seeds, settings, prior, initial)
-    return _solve_scipy(weights, seeds, settings, prior, initial)
+    return _solve_scipy(weights, seeds, settings, prior, initial, coarse)
 
 
 def _coarse_start(image, seeds, spacing, settings: _Settings, prior):
@@ -267,6 +306,8 @@ def _coarse_start(image, seeds, spacing, settings: _Settings, prior):
     worse: blocks straddling an edge then join both sides strongly.)
     """
     factors = np.where((spacing <= 2.0 * spacing.min()) & (np.asarray(image.shape) >= 8), 2, 1)
+    if settings.slice_axis is not None:
+        factors[settings.slice_axis] = 1
     if np.all(factors == 1):
         return None
     coarse_seeds = _block_seeds(seeds, factors, settings.num_classes)
@@ -358,6 +399,12 @@ def _solve_torch(weights, seeds, settings: _Settings, prior, initial):
     return x
 
 
+def _band(unknown, coarse, band_tolerance):
+    """Unlabelled voxels to solve again: unsure in the upsampled coarse solution, or within BAND_GROWTH of one."""
+    sure = coarse.max(axis=0) >= 1.0 - band_tolerance
+    return ndi.binary_dilation(unknown & ~sure, iterations=BAND_GROWTH) & unknown
+
+
 def _solve_torch_band(weights, seeds, settings: _Settings, prior, initial):
     """Fine level of a coarse-to-fine solve: only the uncertain band is solved again.
 
@@ -369,8 +416,7 @@ def _solve_torch_band(weights, seeds, settings: _Settings, prior, initial):
 
     num_classes, prior_weight = settings.num_classes, settings.prior_weight
     unknown = seeds < 0
-    sure = initial.max(axis=0) >= 1.0 - BAND_TOLERANCE
-    band = ndi.binary_dilation(unknown & ~sure, iterations=BAND_GROWTH) & unknown
+    band = _band(unknown, initial, settings.band_tolerance)
     solved = [1] if num_classes == 2 else list(range(num_classes))
     known = np.stack([np.where(unknown, initial[c], seeds == c) for c in solved]).astype(np.float32)
     free = np.flatnonzero(band)
@@ -446,64 +492,123 @@ def _pcg(apply, b, x, inv_diag, tol, max_iter):
 
 
 # -- SciPy sparse solvers -------------------------------------------------------------------------
-def _solve_scipy(weights, seeds, settings: _Settings, prior, initial):
-    num_classes, prior_weight, solver = settings.num_classes, settings.prior_weight, settings.solver
-    flat_seeds = seeds.ravel()
-    unknown = flat_seeds < 0
-    n = unknown.size
-    index = np.full(n, -1, dtype=np.int64)
-    index[unknown] = np.arange(int(unknown.sum()))
-    m = int(unknown.sum())
-    ids = np.arange(n).reshape(seeds.shape)
+def _solve_scipy(weights, seeds, settings: _Settings, prior, initial, coarse=None):
+    """SciPy solvers on the unlabelled voxels, or (``coarse`` given) only on the uncertain band (as
+    :func:`_solve_torch_band`, with the coarse values fixed elsewhere), checked for consistency (below)."""
+    solved = [1] if settings.num_classes == 2 else list(range(settings.num_classes))
+    indicators = np.stack([seeds == c for c in solved]).astype(np.float64)
+    unknown = seeds < 0
+    if coarse is None:
+        free, fixed = unknown, indicators
+    else:
+        free = _band(unknown, coarse, settings.band_tolerance)
+        fixed = np.where(unknown, coarse[solved], indicators)
+    out = fixed.copy()
+    solve = free
+    for _ in range(BAND_CHECKS + 1):
+        if not solve.any():
+            break
+        out[:, solve] = _solve_sparse(weights, solve, fixed, settings, prior, initial)
+        if coarse is None:
+            break
+        grown = _inconsistent_regions(out, fixed, free, unknown, settings)
+        if not grown.any():
+            break
+        free = free | grown
+        solve = free
+        if settings.slice_axis is not None:  # slices are apart: solve again only those whose band grew
+            other = tuple(a for a in range(3) if a != settings.slice_axis)
+            solve = free & np.any(grown, axis=other, keepdims=True)
+    if settings.num_classes == 2:
+        return np.stack([1.0 - out[0], out[0]])
+    return out
+
+
+def _inconsistent_regions(out, fixed, free, unknown, settings: _Settings):
+    """Sure regions whose coarse values the band solve contradicts, to be solved again.
+
+    The coarse grid can be confidently wrong in a whole region (a thin wall blurred, a stroke thickened), where
+    no band opens. Where the fine values at the band's edge differ from the coarse ones by more than the band
+    tolerance, the sure region behind that edge (a connected region of voxels sure of one class) joins the band.
+    """
+    sure = unknown & ~free
+    edge = free & ndi.binary_dilation(sure)
+    off = np.abs(out[:, edge] - fixed[:, edge]).max(axis=0) > settings.band_tolerance
+    if not off.any():
+        return np.zeros_like(free)
+    flagged = np.zeros_like(free)
+    flagged[edge] = off
+    structure = ndi.generate_binary_structure(3, 1)
+    if settings.slice_axis is not None:  # slices are apart: so are their regions
+        structure[tuple(0 if a == settings.slice_axis else 1 for a in range(3))] = False
+        structure[tuple(2 if a == settings.slice_axis else 1 for a in range(3))] = False
+    regions, _ = ndi.label(sure, structure)
+    touched = np.unique(regions[ndi.binary_dilation(flagged, structure) & sure])
+    return np.isin(regions, touched[touched > 0])
+
+
+def _solve_sparse(weights, free, fixed, settings: _Settings, prior, initial):
+    """Values ``(S, M)`` on the ``M`` free voxels of the Dirichlet problem with ``fixed`` ``(S, ...)`` elsewhere."""
+    prior_weight, solver = settings.prior_weight, settings.solver
+    solved = [1] if settings.num_classes == 2 else list(range(settings.num_classes))
+    shape = free.shape
+    flat_free = free.ravel()
+    flat_fixed = fixed.reshape(len(solved), -1)
+    voxels = np.flatnonzero(flat_free)
+    m = voxels.size
+    index = np.full(flat_free.size, -1, dtype=np.int64)
+    index[voxels] = np.arange(m)
+    coords = np.unravel_index(voxels, shape)
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
     rows, cols, vals = [], [], []
-    degree = np.zeros(n)
-    solved = [1] if num_classes == 2 else list(range(num_classes))
+    diag = np.full(m, prior_weight)
     rhs = np.zeros((m, len(solved)))
-    for axis, w in enumerate(weights):
-        a = np.take(ids, np.arange(seeds.shape[axis] - 1), axis=axis).ravel()
-        b = np.take(ids, np.arange(1, seeds.shape[axis]), axis=axis).ravel()
-        wf = w.ravel()
-        degree += np.bincount(a, wf, minlength=n) + np.bincount(b, wf, minlength=n)
-        both = unknown[a] & unknown[b]
-        rows += [index[a[both]], index[b[both]]]
-        cols += [index[b[both]], index[a[both]]]
-        vals += [-wf[both], -wf[both]]
-        # edges from an unknown voxel to a seed move to the right-hand side
-        for u, s in ((a, b), (b, a)):
-            for j, c in enumerate(solved):
-                hit = unknown[u] & (flat_seeds[s] == c)
-                rhs[:, j] += np.bincount(index[u[hit]], wf[hit], minlength=m)
-    diag = degree[unknown]
+    # each free voxel's 6 neighbours: a free one is a matrix entry, a fixed one moves to the right-hand side
+    for axis in range(3):
+        if axis == settings.slice_axis:  # no edges between slices (zero weights would still cost fill-in)
+            continue
+        for step in (1, -1):
+            ok = np.flatnonzero(coords[axis] < shape[axis] - 1 if step > 0 else coords[axis] > 0)
+            at = tuple(c[ok] - (1 if step < 0 and a == axis else 0) for a, c in enumerate(coords))
+            w = weights[axis][at].astype(np.float64)
+            neighbour = voxels[ok] + step * strides[axis]
+            diag[ok] += w
+            inner = flat_free[neighbour]
+            rows.append(ok[inner])
+            cols.append(index[neighbour[inner]])
+            vals.append(-w[inner])
+            outer = ~inner
+            rhs[ok[outer]] += w[outer, None] * flat_fixed[:, neighbour[outer]].T
     if prior_weight > 0:
-        diag = diag + prior_weight
-        rhs += prior_weight * prior[solved].reshape(len(solved), -1)[:, unknown].T
+        rhs += prior_weight * prior[solved].reshape(len(solved), -1)[:, flat_free].T
     rows.append(np.arange(m))
     cols.append(np.arange(m))
     vals.append(diag)
     lap = sparse.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m))
 
     if solver == "direct":
-        x = splinalg.splu(lap.tocsc()).solve(rhs)
-    else:
-        if solver == "cg_mg":
-            import pyamg
+        if settings.slice_axis is None:
+            return splinalg.splu(lap.tocsc()).solve(rhs).T
+        # no edges between slices: the matrix is block diagonal; factor each slice's block on its own
+        which = np.unravel_index(np.flatnonzero(flat_free), shape)[settings.slice_axis]
+        x = np.empty((len(solved), m))
+        for k in np.unique(which):
+            rows_k = np.flatnonzero(which == k)
+            block = lap[rows_k][:, rows_k].tocsc()
+            x[:, rows_k] = splinalg.splu(block).solve(rhs[rows_k]).T
+        return x
+    if solver == "cg_mg":
+        import pyamg
 
-            lap.indices = lap.indices.astype(np.int32)
-            lap.indptr = lap.indptr.astype(np.int32)
-            precond = pyamg.ruge_stuben_solver(lap, coarse_solver="pinv").aspreconditioner(cycle="V")
-            cap = settings.max_iter or 30
-        else:
-            precond = sparse.dia_array((1.0 / diag, 0), shape=(m, m))
-            cap = settings.max_iter or 10 * max(seeds.shape) + 100
-        x = np.zeros_like(rhs)
-        for j, c in enumerate(solved):
-            x0 = None if initial is None else initial[c].ravel()[unknown]
-            x[:, j], _ = splinalg.cg(lap, rhs[:, j], x0=x0, rtol=settings.tol, atol=0.0, maxiter=cap, M=precond)
-    out = np.zeros((len(solved), n))
+        lap.indices = lap.indices.astype(np.int32)
+        lap.indptr = lap.indptr.astype(np.int32)
+        precond = pyamg.ruge_stuben_solver(lap, coarse_solver="pinv").aspreconditioner(cycle="V")
+        cap = settings.max_iter or 30
+    else:
+        precond = sparse.dia_array((1.0 / diag, 0), shape=(m, m))
+        cap = settings.max_iter or 10 * max(shape) + 100
+    x = np.zeros((len(solved), m))
     for j, c in enumerate(solved):
-        out[j, unknown] = x[:, j]
-        out[j, flat_seeds == c] = 1.0
-    out = out.reshape((len(solved),) + seeds.shape)
-    if num_classes == 2:
-        return np.stack([1.0 - out[0], out[0]])
-    return out
+        x0 = None if initial is None else initial[c].ravel()[voxels]
+        x[j], _ = splinalg.cg(lap, rhs[:, j], x0=x0, rtol=settings.tol, atol=0.0, maxiter=cap, M=precond)
+    return x

@@ -23,13 +23,17 @@ from ..errors import InputError
 from ..masks import normalise_intensities
 from ..volume import Volume
 from .label import PseudoLabel
-from .random_walker import random_walker
+from .random_walker import MULTISCALE_MIN_VOXELS, random_walker
 
 #: value of "not painted" in a class-indexed scribble map
 UNPAINTED = -1
 #: a segment is the background when its name contains this word (case-insensitive), as the Slicer module names it
 BACKGROUND_WORD = "background"
 MODES = ("2d", "3d")
+#: coarse-to-fine walks keep a voxel's coarse probabilities only above 1 - this, so that seed areas for tau up to
+#: 0.99 are decided at full resolution (ACDC: ~2e-6 of the voxels differ from the exact walk at tau 0.99, ~3e-3 at
+#: 0.999; benchmarks/results/scribbles_seeds_speed.md)
+SEED_BAND_TOLERANCE = 1e-3
 
 
 def _class_indexed(labels: Volume, what: str) -> Scribbles:
@@ -185,7 +189,7 @@ def read_scribbles(path, image: Volume, class_names, class_values, background: i
 
 
 def _walk(image: np.ndarray, seeds: np.ndarray, spacing, num_classes: int, beta: float, solver: str, tol: float,
-          device) -> np.ndarray:
+          device, slice_axis: int | None = None, multiscale: bool | None = None) -> np.ndarray:
     """Random-walker probabilities ``(num_classes, ...)`` from seeds of any subset of the classes.
 
     Classes without a seed get probability 0; a single seeded class takes everything; no seed: all zeros.
@@ -198,13 +202,15 @@ def _walk(image: np.ndarray, seeds: np.ndarray, spacing, num_classes: int, beta:
         remap = np.full(num_classes, -1, dtype=np.int16)
         remap[present] = np.arange(len(present))
         local = np.where(seeds >= 0, remap[np.maximum(seeds, 0)], -1).astype(np.int16)
-        out[present] = random_walker(image, local, spacing, beta=beta, solver=solver, tol=tol, device=device)
+        out[present] = random_walker(image, local, spacing, beta=beta, solver=solver, tol=tol, device=device,
+                                     slice_axis=slice_axis, multiscale=multiscale,
+                                     band_tolerance=SEED_BAND_TOLERANCE)
     return out
 
 
 def random_walker_probabilities(image: Volume, scribbles: Scribbles, num_classes: int, beta: float = 130.0,
                                 mode: str = "2d", solver: str | None = None, tol: float = 1e-4,
-                                device="cpu") -> np.ndarray:
+                                device="cpu", multiscale: bool | None = None) -> np.ndarray:
     """Multi-class random-walker probabilities from class-indexed scribbles.
 
     Intensities are normalised to 0..1 (1st-99th percentile) first.
@@ -221,14 +227,20 @@ def random_walker_probabilities(image: Volume, scribbles: Scribbles, num_classes
         Edge sensitivity of the walker.
     mode : {"2d", "3d"}, optional
         ``"2d"``: one walk per slice across the thickest voxel axis (a slice without strokes gets all zeros,
-        i.e. no class; a slice with strokes of one class only gets that class); ``"3d"``: one walk in the volume.
+        i.e. no class; a slice with strokes of one class only gets that class; a class without strokes in a
+        slice gets 0 there); ``"3d"``: one walk in the volume. All slices with strokes of two or more classes
+        are walked in one call (``slice_axis`` of :func:`~.random_walker.random_walker`).
     solver : str, optional
-        See :func:`~.random_walker.random_walker`; default ``"direct"`` per slice (exact, and fastest on a slice
-        of ~10^5 voxels), ``"auto"`` in 3D.
+        See :func:`~.random_walker.random_walker`; default ``"direct"`` per slice, ``"auto"`` in 3D.
     tol : float, optional
         Relative residual of the iterative solvers.
     device : str or torch.device, optional
         Where the walker solves.
+    multiscale : bool, optional
+        Per slice: coarse-to-fine, exact sparse LU on the band the coarse solution leaves unsure (band
+        tolerance :data:`SEED_BAND_TOLERANCE`); default: on from :data:`~.random_walker.MULTISCALE_MIN_VOXELS`
+        voxels in the walked slices. Agreement with the single-level walk and speed:
+        ``benchmarks/results/scribbles_seeds_speed.md``. In 3D: passed on.
 
     Returns
     -------
@@ -244,15 +256,27 @@ def random_walker_probabilities(image: Volume, scribbles: Scribbles, num_classes
     intensities = normalise_intensities(image.array)
     spacing = image.spacing
     if mode == "3d":
-        return _walk(intensities, seeds, spacing, num_classes, beta, solver or "auto", tol, device)
+        return _walk(intensities, seeds, spacing, num_classes, beta, solver or "auto", tol, device,
+                     multiscale=multiscale)
     axis = int(np.argmax(spacing))
+    # per slice (moved to the front): which classes have strokes there
+    by_slice = np.moveaxis(seeds, axis, 0).reshape(seeds.shape[axis], -1)
+    painted = np.stack([np.any(by_slice == c, axis=1) for c in range(num_classes)], axis=1)  # (slices, classes)
     out = np.zeros((num_classes,) + image.shape, dtype=np.float32)
-    for k in range(image.shape[axis]):
-        sl = [slice(None)] * 3
-        sl[axis] = slice(k, k + 1)
-        sl = tuple(sl)
-        out[(slice(None),) + sl] = _walk(intensities[sl], seeds[sl], spacing, num_classes, beta,
-                                         solver or "direct", tol, device)
+    out_slices = np.moveaxis(out, axis + 1, 1)  # a view: (classes, slices, ...)
+    single = np.flatnonzero(painted.sum(axis=1) == 1)
+    out_slices[painted[single].argmax(axis=1), single] = 1.0
+    several = np.flatnonzero(painted.sum(axis=1) > 1)
+    if several.size:
+        stack = np.take(seeds, several, axis=axis)
+        if multiscale is None:
+            multiscale = stack.size >= MULTISCALE_MIN_VOXELS
+        walked = _walk(np.take(intensities, several, axis=axis), stack, spacing, num_classes, beta,
+                       solver or "direct", tol, device, slice_axis=axis, multiscale=multiscale)
+        walked_slices = np.moveaxis(walked, axis + 1, 1)
+        walked_slices *= painted[several].T[:, :, None, None]  # a class without strokes in a slice: 0 there
+        walked_slices /= np.maximum(walked_slices.sum(axis=0, keepdims=True), 1e-30)
+        out_slices[:, several] = walked_slices
     return out
 
 

@@ -44,7 +44,7 @@ from ..training.model_file import save_model
 from ..training.networks import build_network, plan_network, total_stride
 from ..training.postprocess import PostprocessConfig, clean_label_map, hard_labels
 from .config import JobConfig, to_plain
-from .history import write_history, write_json
+from .history import evaluation_interval, write_history, write_json
 from .recipe import PreparedCase, Recipe, RunningJob, case_name, prepare_case, read_case, require_classes_in_labels
 
 # -- planning -----------------------------------------------------------------------------------------------
@@ -222,9 +222,11 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
             volumes = [TrainingVolume(c.inputs, lab.probabilities, lab.weight) for c, lab in zip(cases, labels)]
             result = fit(job.network, volumes, settings, spacing_mm=job.inputs.spacing_mm, patch_size=job.patch_size,
                          multiple=job.multiple, device=job.device, checkpoint=checkpoint, progress=progress,
-                         round_index=r, loss_fn=loss_fn)
+                         round_index=r, loss_fn=loss_fn, evaluate=partial(_validation_dice, job, validation)
+                         if validation else None, evaluate_every=evaluation_interval(settings.epochs))
             job.patch_size = result.patch_size
-            state.update(phase="refine", last_loss=result.losses[-1], train_seconds=time.perf_counter() - started)
+            state.update(phase="refine", last_loss=result.losses[-1], train_seconds=time.perf_counter() - started,
+                         epoch_log=result.epochs)
             distributed.on_main(partial(write_json, job.state_dir / "state.json", state))
         started = time.perf_counter()
         last = r + 1 >= max_rounds
@@ -270,6 +272,13 @@ def _predict_validation(job: RunningJob, case: PreparedCase) -> dict:
             "raw_dice": class_dice(raw, case.reference, job.num_classes)}
 
 
+def _validation_dice(job: RunningJob, validation: list, epoch: int) -> dict:
+    """``fit``'s evaluation during training: the validation cases' mean Dice as the round table scores it
+    (after ``postprocess``); under torchrun only rank 0 evaluates (``fit``)."""
+    scores = [_predict_validation(job, case)["dice"] for case in validation]
+    return {"validation_dice": _mean(np.mean(scores, axis=0))}
+
+
 def _close_round(job: RunningJob, state: dict, done: list, checked: list, last: bool, started: float) -> tuple:
     """Record the round (history, progress), write the next round's pseudo-labels unless it stops;
     returns ``(state, stop)``."""
@@ -279,7 +288,7 @@ def _close_round(job: RunningJob, state: dict, done: list, checked: list, last: 
     agreement = [d["agreement"] for d in done if "agreement" in d]
     validation_dice, raw_dice = [c["dice"] for c in checked], [c["raw_dice"] for c in checked]
     row = {"round": r, "epochs": config.training.epochs, "loss": state.get("last_loss"),
-           "train_seconds": state.get("train_seconds")}
+           "train_seconds": state.get("train_seconds"), "epoch_log": state.get("epoch_log")}
     row.update(
         pseudolabel_dice=_mean(np.mean(label_dice, axis=0)) if label_dice else None,
         train_dice=_mean(np.mean(network_dice, axis=0)) if network_dice else None,

@@ -2,8 +2,11 @@
 
 One code path for CPU and CUDA: on a GPU the forward pass runs under autocast (float16) with a gradient
 scaler; on the CPU both are disabled no-ops. A checkpoint is written at the start of a training run and after
-every epoch (weights, optimizer, scheduler, scaler, round/epoch, RNG states, current patch and batch size),
-atomically; :func:`fit` continues from it. Cancellation is checked before every batch. A GPU out-of-memory
+every epoch (weights, optimizer, scheduler, scaler, round/epoch, RNG states, current patch and batch size, the
+epoch log), atomically; :func:`fit` continues from it. Every epoch is logged (:class:`FitResult` ``epochs``): its
+training seconds, mean loss, the Dice meter's hard Dice on the trusted voxels of its batches, and what an optional
+``evaluate`` callback measures (a recipe's validation Dice; its time is not training time), so that a run's Dice
+can be shown against its training minutes. Cancellation is checked before every batch. A GPU out-of-memory
 error frees memory, halves the batch (then the patch), says so through :class:`~ExtremeSegLib.progress.Progress`
 and retries the step, down to batch 1 and the smallest patch the network accepts, then stops with a clear error.
 Under torchrun (:mod:`.distributed`) the same loop runs on every rank: gradients are averaged by DDP, each rank
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
@@ -30,6 +34,9 @@ from .data import Augmentation, make_batch, pad_to
 from .losses import build_loss
 
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("auto", "on", "off")
+#: ``compile="auto"``: runs with at least this many training steps go through torch.compile
+COMPILE_MIN_STEPS = 500
 #: a job's device for one training process per GPU (``extremeseg train`` launches them; each uses its own GPU)
 ALL_GPUS = "cuda:all"
 
@@ -41,6 +48,10 @@ class TrainingSettings:
     ``steps_per_epoch=None`` means one pass over the cases (``ceil(cases / batch_size)`` steps).
     ``patch_size=None`` means the median model-grid shape of the cases, capped at ``max_patch_voxels``.
     The learning rate decays polynomially (power 0.9) over each run; ``amp`` applies on CUDA only.
+    ``compile``: ``"auto"`` trains through ``torch.compile`` when the run has at least
+    :data:`COMPILE_MIN_STEPS` steps (its compilation, about a minute on 2 CPU cores, is then a small part of the
+    run; measured in ``benchmarks/results/training_levers_unlocked.md``), ``"on"`` always, ``"off"`` never; where it
+    cannot compile (no C++ compiler, an unsupported platform) training goes on without it, with a warning.
     """
 
     epochs: int = 30
@@ -55,6 +66,7 @@ class TrainingSettings:
     augment: bool = True
     augmentation: Augmentation = field(default_factory=Augmentation)
     amp: bool = True
+    compile: str = "auto"
     seed: int = 0
 
     def __post_init__(self):
@@ -68,6 +80,7 @@ class TrainingSettings:
             (self.weight_decay >= 0, "training.weight_decay must be >= 0"),
             (self.seed >= 0, "training.seed must be >= 0"),
             (0.0 <= self.foreground_fraction <= 1.0, "training.foreground_fraction must lie in [0, 1]"),
+            (self.compile in COMPILE_MODES, f"training.compile must be one of {list(COMPILE_MODES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -196,6 +209,9 @@ class FitResult:
     losses: list  # mean loss per epoch of this run
     patch_size: tuple  # possibly reduced after out-of-memory errors
     batch_size: int
+    #: one record per epoch: {"epoch", "seconds" (training time of that epoch), "loss", "train_dice" (the meter's,
+    #: None without foreground), and the figures ``evaluate`` returned at that epoch}
+    epochs: list = field(default_factory=list)
 
 
 class _DiceMeter:
@@ -228,7 +244,7 @@ class _DiceMeter:
 
 def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacing_mm, patch_size, multiple,
         device: torch.device, checkpoint: Path, progress: Progress = None, round_index: int = 0,
-        loss_fn: torch.nn.Module = None) -> FitResult:
+        loss_fn: torch.nn.Module = None, evaluate=None, evaluate_every: int = 1) -> FitResult:
     """Train ``network`` on ``volumes`` (:class:`~ExtremeSegLib.training.data.TrainingVolume`) for
     ``settings.epochs`` epochs, starting from its current weights, or continue from ``checkpoint`` when it
     holds an unfinished run of the same ``round_index``.
@@ -236,6 +252,9 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
     ``patch_size`` must be a multiple of ``multiple`` (the network's total stride) per axis.
     ``loss_fn`` defaults to ``build_loss(settings.loss)``; a recipe may pass its own loss or an
     :class:`Objective` (whose parameters are trained alongside and checkpointed with the network's).
+    ``evaluate(epoch) -> dict`` (optional) is called after every ``evaluate_every``-th epoch and the last, with the
+    network in eval mode (under torchrun on rank 0 only); its figures (e.g. ``{"validation_dice": 0.8}``) join that
+    epoch's record. Outside torchrun the step may go through ``torch.compile`` (``settings.compile``).
     Raises :class:`~ExtremeSegLib.errors.CancelledError` (checkpoint kept) when cancelled.
     """
     progress = progress or Progress(bar=False)
@@ -262,7 +281,7 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng"):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        start, losses = state["epoch"], list(state["losses"])
+        start, losses, log = state["epoch"], list(state["losses"]), list(state.get("epoch_log", []))
         patch, batch = tuple(state["patch_size"]), int(state["batch_size"])
         if distributed.active():
             rng = _restore_rank_rng(state, rng, settings.seed, round_index, start)
@@ -272,11 +291,13 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
         rank = distributed.rank()  # 0 alone: the single-process seeds
         rng = np.random.default_rng([settings.seed, round_index] + ([rank] if rank else []))
         torch.manual_seed(settings.seed * 1000 + round_index + 1_000_003 * rank)
-        start, losses = 0, []
+        start, losses, log = 0, [], []
         patch, batch = tuple(int(n) for n in patch_size), settings.batch_size
     # under torchrun: DDP over network + objective (after loading: it starts every rank from rank 0's weights)
+    # outside torchrun the network may run compiled (``model``; back to ``network`` if compiling fails)
+    model = network if distributed.active() else compiled(network, settings.compile, settings.epochs * steps)
     forward = distributed.data_parallel_step(network, objective, device) if distributed.active() else \
-        (lambda x, y, w: objective(network, x, y, w))
+        (lambda x, y, w: objective(model, x, y, w))
 
     def write_checkpoint(epoch):
         ranks = distributed.gather([_rng_state(rng), torch.get_rng_state()]) if distributed.active() else None
@@ -288,7 +309,7 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "numpy_rng": _rng_state(rng), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-            "patch_size": list(patch), "batch_size": batch, "losses": losses,
+            "patch_size": list(patch), "batch_size": batch, "losses": losses, "epoch_log": log,
             **({"rank_rngs": ranks} if ranks else {}),
         })
 
@@ -299,6 +320,7 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
 
     for epoch in range(start + 1, settings.epochs + 1):
         network.train()
+        started = time.perf_counter()
         passes = math.ceil(steps * batch / len(padded)) + 1
         order = np.concatenate([rng.permutation(len(padded)) for _ in range(passes)])
         cursor, total, meter = 0, 0.0, _DiceMeter()
@@ -317,6 +339,14 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
                         raise InputError(f"{device.type.upper()} out of memory on rank {distributed.rank()}; with "
                                          "several processes the batch cannot shrink on one of them: lower "
                                          "training.batch_size or training.patch_size and resume") from None
+                except Exception as err:  # torch.compile fails in many ways (no compiler, ...); eager does not
+                    if model is network:
+                        raise
+                    progress.message(f"torch.compile cannot build the training step here ({type(err).__name__}: "
+                                     f"{str(err).splitlines()[0][:160] if str(err) else ''}); training without it",
+                                     level="warning")
+                    model = network
+                    continue
                 # out of memory; handled outside the except block so the failed step's tensors can be freed
                 optimizer.zero_grad(set_to_none=True)
                 _free_device_memory(device)
@@ -338,10 +368,36 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
         losses.append(distributed.mean_over_ranks(total / steps) if distributed.active() else total / steps)
         if distributed.active():
             meter.sum_over_ranks()
+        _synchronize(device)
+        record = {"epoch": epoch, "seconds": time.perf_counter() - started, "loss": losses[-1],
+                  "train_dice": meter.value()}
+        if evaluate is not None and (epoch % evaluate_every == 0 or epoch == settings.epochs) \
+                and distributed.is_main():
+            network.eval()
+            record.update(evaluate(epoch))
+        log.append(record)
         write_checkpoint(epoch)
         progress.emit("epoch", round=round_index, epoch=epoch, epochs=settings.epochs, loss=losses[-1],
-                      dice=meter.value())
-    return FitResult(losses, tuple(patch), batch)
+                      dice=record["train_dice"], seconds=sum(r["seconds"] for r in log),
+                      **{k: v for k, v in record.items() if k not in ("epoch", "seconds", "loss", "train_dice")})
+    return FitResult(losses, tuple(patch), batch, log)
+
+
+def compiled(network: torch.nn.Module, mode: str, total_steps: int) -> torch.nn.Module:
+    """``network`` through ``torch.compile`` when ``mode`` (see :class:`TrainingSettings`) asks for it for a run
+    of ``total_steps``, else ``network`` itself. Compilation is lazy: a failure shows at the first step."""
+    wanted = mode == "on" or (mode == "auto" and total_steps >= COMPILE_MIN_STEPS)
+    if not wanted or not hasattr(torch, "compile"):
+        return network
+    return torch.compile(network, dynamic=False)
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that an epoch's time is its own."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 
 
 def _train_step(forward, parameters, optimizer, scaler, x, y, w, device, use_amp):
