@@ -255,7 +255,9 @@ def launch(command: list, torchrun_args: list) -> int:
         if all(f.exitcode in (CANCELLED_EXIT, -2, -15) for f in failures.values()):  # 130, SIGINT, SIGTERM
             raise CancelledError("run cancelled on every process; the last checkpoint is kept and the run can "
                                  "be resumed with --resume") from None
-        first_rank, first = min(failures.items(), key=lambda item: (item[1].timestamp, item[0]))  # by global rank
+        # the rank whose own error stopped the group, not one that torchrun's shutdown signal stopped after it
+        causes = {rank: f for rank, f in failures.items() if f.exitcode not in (-2, -15)} or failures
+        first_rank, first = min(causes.items(), key=lambda item: (item[1].timestamp, item[0]))  # by global rank
         cause = f"signal {first.signal_name()}" if first.exitcode < 0 else f"exit status {first.exitcode}"
         raise InputError(f"process of rank {first_rank} failed ({cause}); torchrun stopped the others. "
                          "Its own error is above; any checkpoint is kept: fix the cause and run again (with "
