@@ -16,12 +16,13 @@ from ..progress import Progress
 from .config import CaseConfig, ClassConfig, JobConfig, NetworkConfig, RoundsConfig
 from .extreme_points import ExtremePointsRecipe
 from .fully_supervised import FullySupervisedRecipe
+from .inextremis import InExtremISRecipe
 from .rounds import Job, PreparedCase, Recipe, run_job
 from .scribbles import ScribblesRecipe
 
 #: recipe name (``"recipe"`` in a job config) -> Recipe class
 RECIPES = {ExtremePointsRecipe.name: ExtremePointsRecipe, FullySupervisedRecipe.name: FullySupervisedRecipe,
-           ScribblesRecipe.name: ScribblesRecipe}
+           ScribblesRecipe.name: ScribblesRecipe, InExtremISRecipe.name: InExtremISRecipe}
 
 
 def register_recipe(recipe_class) -> None:

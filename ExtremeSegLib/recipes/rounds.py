@@ -130,6 +130,11 @@ class Recipe:
     def loss(self, job: "Job") -> torch.nn.Module:
         return build_loss(job.config.training.loss)
 
+    def training_target(self, job: "Job", case: PreparedCase, label: PseudoLabel) -> np.ndarray:
+        """What the engine trains towards, ``(C + extra,) + grid``: the label's probabilities, then any channels
+        the recipe's :class:`~ExtremeSegLib.training.engine.Objective` reads (cropped and flipped with the patch)."""
+        return label.probabilities
+
     def refine(self, job: "Job", case: PreparedCase, probabilities: np.ndarray, label: PseudoLabel) -> PseudoLabel:
         """The next round's pseudo-label from the network's ``probabilities`` ``(C,) + grid`` and the current one."""
         raise NotImplementedError
@@ -323,7 +328,8 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         r = state["round"]
         started = time.perf_counter()
         if state["phase"] == "train":
-            volumes = [TrainingVolume(c.inputs, lab.probabilities, lab.weight) for c, lab in zip(cases, labels)]
+            volumes = [TrainingVolume(c.inputs, recipe.training_target(job, c, lab), lab.weight)
+                       for c, lab in zip(cases, labels)]
             result = fit(job.network, volumes, settings, spacing_mm=job.inputs.spacing_mm, patch_size=job.patch_size,
                          multiple=job.multiple, device=job.device, checkpoint=checkpoint, progress=progress,
                          round_index=r, loss_fn=loss_fn)
@@ -405,6 +411,7 @@ def _finish(job: Job, cases, validation, final_labels: dict, validation_labels: 
         "patch_size": list(job.patch_size),
         "classes": [{"name": c.name, "label_values": list(c.label_values)} for c in config.classes],
         "modality": config.modality,
+        "clicks_at_inference": job.inputs.needs_points,
         "postprocess": to_plain(config.postprocess),
         "training": {"cases": len(cases), "rounds": len(history), "epochs_per_round": config.training.epochs,
                      "final_loss": history[-1]["loss"], "seed": config.training.seed},
