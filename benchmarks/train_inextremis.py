@@ -179,7 +179,8 @@ def measure_crf_error(run: Path, test, n_cases: int = 3, max_voxels: int = 20_00
         values = 1 - p[:, 1:]
         fe, fg = bilateral_filter_exact(values, x, spacing), bilateral_filter_grid(values, x, spacing)
         rows.append({"case": case.name, "shape": shape.tolist(), "exact": exact, "grid": grid,
-                     "relative_energy_error": grid / exact - 1, "filter_relative_l2": float((fg - fe).norm() / fe.norm()),
+                     "relative_energy_error": grid / exact - 1,
+                     "filter_relative_l2": float((fg - fe).norm() / fe.norm()),
                      "exact_s": exact_s, "grid_s": grid_s})
     return {"rows": rows}
 
@@ -305,7 +306,8 @@ def markdown(results: dict) -> str:
         lines += ["", "## CRF loss: bilateral grid against the exact dense form", "",
                   "Test images with the full method's probabilities, central crops (the exact form is O(N^2)); paper "
                   "sigmas (15 mm, 0.05) on the network's normalised intensities.", "",
-                  "| Case | Crop | Exact energy | Grid energy | Energy error | Filter error (rel. L2) | Exact s | Grid s |",
+                  "| Case | Crop | Exact energy | Grid energy | Energy error | Filter error (rel. L2) | Exact s "
+                  "| Grid s |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in error["rows"]:
             lines.append(f"| {row['case']} | {' x '.join(map(str, row['shape']))} | {row['exact']:.2f} | "
