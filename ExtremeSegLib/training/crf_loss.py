@@ -202,6 +202,9 @@ class CRFLoss(nn.Module):
         self.sigma_mm, self.sigma_intensity, self.weight, self.method = sigma_mm, sigma_intensity, weight, method
 
     def forward(self, logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.softmax(logits.float(), dim=1)
-        energy = crf_energy(probabilities, image, self.spacing_mm, self.sigma_mm, self.sigma_intensity, self.method)
+        # float32 throughout, also under CUDA autocast: the grid's sums of many small terms need it
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            probabilities = torch.softmax(logits.float(), dim=1)
+            energy = crf_energy(probabilities, image.float(), self.spacing_mm, self.sigma_mm, self.sigma_intensity,
+                                self.method)
         return self.weight * energy.mean()
