@@ -185,6 +185,34 @@ def measure_crf_error(run: Path, test, n_cases: int = 3, max_voxels: int = 20_00
     return {"rows": rows}
 
 
+CRF_MEMORY_PROBE = """
+import resource, sys, time, torch
+from ExtremeSegLib.training.crf_loss import CRFLoss
+shape, spacing = [tuple(float(v) for v in part.split(",")) for part in sys.argv[1:3]]
+shape = tuple(int(n) for n in shape)
+image, logits = torch.randn((2,) + shape).clamp(-2.5, 4), torch.randn((2, 2) + shape, requires_grad=True)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+CRFLoss(spacing)(logits, image).backward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, time.perf_counter() - started)
+"""
+
+
+def measure_crf_memory() -> list:
+    """Peak memory added by the CRF loss (forward + backward, batch 2, random image and logits) per patch size, each
+    in a fresh process (the peak resident set is per process)."""
+    import subprocess
+
+    rows = []
+    for shape, spacing in (((40, 56, 40), (1, 1, 1)), ((64, 64, 64), (1, 1, 1)), ((160, 160, 10), (1.5, 1.5, 10))):
+        out = subprocess.run([sys.executable, "-c", CRF_MEMORY_PROBE, ",".join(map(str, shape)),
+                              ",".join(map(str, spacing))], capture_output=True, text=True, check=True,
+                             cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        mib, seconds = (float(v) for v in out.stdout.split())
+        rows.append({"patch": list(shape), "spacing_mm": list(spacing), "peak_mib": mib, "seconds": seconds})
+    return rows
+
+
 # -- the run ------------------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
@@ -200,6 +228,8 @@ def main(argv=None) -> int:
                         "next N training cases (the test cases stay untouched)")
     parser.add_argument("--noise-mm", type=float, default=1.0, help="click noise (mm, default 1)")
     parser.add_argument("--timing", action="store_true", help="also measure step timing and the CRF grid's error")
+    parser.add_argument("--crf-memory", action="store_true", help="only measure the CRF loss's memory per patch "
+                        "size (added to the results file)")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results of this name")
     parser.add_argument("--name", help="results name (default inextremis_<dataset>)")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the saved .json")
@@ -209,6 +239,11 @@ def main(argv=None) -> int:
     results_path = results_dir / f"{name}.json"
     if args.render:
         (results_dir / f"{name}.md").write_text(markdown(json.loads(results_path.read_text())))
+        return 0
+    if args.crf_memory:  # a separate, short measurement; the file may be written by a running benchmark meanwhile
+        memory = {"rows": measure_crf_memory(), "command": benchmark_command("benchmarks/train_inextremis.py", argv)}
+        (results_dir / f"{name}_crf_memory.json").write_text(json.dumps(memory, indent=1) + "\n")
+        print(json.dumps(memory, indent=1))
         return 0
 
     spec = json.loads(json.dumps(DATASETS[args.dataset]))
@@ -301,6 +336,15 @@ def markdown(results: dict) -> str:
         full, deep = timing["rows"]["deep paths + CRF"], timing["rows"]["deep paths"]
         lines += ["", f"Deep geodesics: {deep['geodesics_s']:.3f} s per step for the batch (target <= 0.36 s), "
                       f"{deep['geodesics_s'] / full['step_s']:.0%} of a full-method step."]
+    memory_file = Path(__file__).resolve().parent / "results" / f"inextremis_{results['dataset']}_crf_memory.json"
+    if memory_file.exists():
+        memory = json.loads(memory_file.read_text())
+        lines += ["", "## CRF loss memory", "",
+                  f"`{memory['command']}` (forward + backward, batch 2, one process each)", "",
+                  "| Patch | Spacing mm | Peak added MiB | s |", "|---|---|---|---|"]
+        for row in memory["rows"]:
+            lines.append(f"| {' x '.join(map(str, row['patch']))} | {row['spacing_mm']} | {row['peak_mib']:.0f} | "
+                         f"{row['seconds']:.2f} |")
     error = results.get("crf_error")
     if error:
         lines += ["", "## CRF loss: bilateral grid against the exact dense form", "",
