@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (the main job on the bundled sample data) and `make test`.
+# Entry points: `make demo` (the main job on the bundled sample data), `make test` and `make lint` (ruff).
 # Each builds its own virtual environment with the pinned CPU PyTorch first.
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 DEMO_OUT ?= demo_output
 
-.PHONY: demo test env clean
+.PHONY: demo test lint env clean
 
 env: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ demo: env
 
 test: env
 	$(PY) -m pytest -q Testing
+
+lint: env
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -7,6 +7,12 @@ script can call :meth:`ChildRun.wait`). Cancelling follows the progress contract
 file in the run folder plus SIGTERM (the child stops at its next check, after its last
 checkpoint), then a kill if it is still alive after ``grace_s`` seconds.
 
+Inside Slicer the process started is the ``PythonSlicer`` launcher (CTK AppLauncher), which starts
+the real interpreter as its own child and forwards no signal to it. So the child gets a process
+group of its own (POSIX: a new session; Windows: a new process group) and every signal goes to
+the whole group (Windows: ``taskkill /T`` kills the tree); whether the job still runs is read
+from its output pipes, which the worker holds open until it exits, not from the launcher's pid.
+
 The interpreter is a parameter: outside Slicer it is ``sys.executable``; inside Slicer the module
 passes PythonSlicer (Slicer's own ``sys.executable`` is the application, not a Python).
 Pure Python: no qt, no slicer.
@@ -70,6 +76,7 @@ class RunState:
     outputs: dict = field(default_factory=dict)  # from the "done" event
     error: str = ""
     returncode: int | None = None
+    resumable: bool = True  # training keeps checkpoints to resume from; a prediction has none
 
     @property
     def fraction(self) -> float:
@@ -116,7 +123,7 @@ class RunState:
         if self.status == "failed":
             return f"failed: {self.error}"
         if self.status == "cancelled":
-            return "cancelled (the last checkpoint is kept; resume to continue)"
+            return "cancelled (the last checkpoint is kept; resume to continue)" if self.resumable else "cancelled"
         if self.status == "done":
             return "done"
         parts = [f"epoch {self.epoch}/{self.total_epochs}" if self.total_epochs else "starting"]
@@ -138,14 +145,15 @@ class ChildRun:
     child watches for a ``CANCEL`` file; ``env``: extra environment variables. The folder holding
     ``ExtremeSegLib`` is put first on the child's PYTHONPATH so the child imports the same core
     as the parent (inside Slicer the package lives in the extension's module folder).
+    ``resumable``: whether a cancelled run keeps checkpoints to resume from (training; not prediction).
     """
 
-    def __init__(self, argv, run_dir, env=None, grace_s: float = 10.0, cwd=None):
+    def __init__(self, argv, run_dir, env=None, grace_s: float = 10.0, cwd=None, resumable: bool = True):
         self.argv = [str(a) for a in argv]
         self.run_dir = Path(run_dir)
         self.grace_s = float(grace_s)
         self.cwd = cwd
-        self.state = RunState()
+        self.state = RunState(resumable=resumable)
         self._extra_env = dict(env or {})
         self._proc = None
         self._events = queue.Queue()
@@ -197,7 +205,11 @@ class ChildRun:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        """Whether the job may still run: the started process is alive or anything of its process
+        tree still holds its output pipes (a launcher's worker outlives a launcher that was killed)."""
+        if self._proc is None:
+            return False
+        return self._proc.poll() is None or any(t.is_alive() for t in self._threads)
 
     def cancel(self) -> None:
         """Ask the child to stop now (CANCEL file + SIGTERM); :meth:`poll` kills it after ``grace_s``.
@@ -208,20 +220,27 @@ class ChildRun:
             return
         self._cancel_requested = True
         (self.run_dir / "CANCEL").write_text("cancel requested\n")
-        if self.running and os.name != "nt":  # on Windows terminate() is a hard kill: the CANCEL file asks first
-            self._proc.send_signal(signal.SIGTERM)
+        if self.running and os.name != "nt":  # Windows has no SIGTERM for a tree: the CANCEL file asks there
+            self._signal_group(signal.SIGTERM)
         self._kill_deadline = time.monotonic() + self.grace_s
 
     def kill(self) -> None:
-        """Stop the child (and its process group) immediately."""
+        """Stop the child's whole process tree immediately (the launcher, the worker, its data loaders)."""
         if not self.running:
             return
         self._killed = True
+        if os.name == "nt":
+            # /T: the tree, since the launcher's worker is not in a job object we could close
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._proc.pid)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
+        else:
+            self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum) -> None:
+        """Send ``signum`` to the child's process group (its pid: the child leads a session of its own).
+        The group outlives its leader while any member runs, so this reaches an orphaned worker too."""
         try:
-            if os.name == "nt":
-                self._proc.kill()
-            else:
-                os.killpg(self._proc.pid, signal.SIGKILL)
+            os.killpg(self._proc.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -234,8 +253,7 @@ class ChildRun:
         """
         if (self._kill_deadline is not None and time.monotonic() > self._kill_deadline and self.running):
             self.kill()
-        exited = (self._proc is not None and self._proc.poll() is not None
-                  and not any(t.is_alive() for t in self._threads))  # output fully read
+        exited = self._proc is not None and not self.running  # the tree has exited and its output is read
         events = []
         while True:
             try:

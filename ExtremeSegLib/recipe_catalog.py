@@ -18,8 +18,8 @@ class RecipeEntry:
     """One recipe as a user sees it.
 
     ``name``: the job config's ``"recipe"``; ``title``: what the Method list shows; ``annotation``: the kind of
-    annotation each training volume needs (one of :data:`ANNOTATIONS`, or ``"labels"``); ``clicks_at_inference``: whether the
-    trained model needs the clicks of a new volume (``False``: fully automatic).
+    annotation each training volume needs (one of :data:`ANNOTATIONS`, or ``"labels"``); ``clicks_at_inference``:
+    whether the trained model needs the clicks of a new volume (``False``: fully automatic).
     """
 
     name: str

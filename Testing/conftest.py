@@ -1,9 +1,11 @@
-"""Shared test fixtures: the real data folder (skipped cleanly when absent) and small synthetic volumes."""
+"""Shared test fixtures: the real data folder (skipped cleanly when absent), small synthetic volumes and the real
+MRML scene (``mrml_scene``, from slicer_scene.py)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+from slicer_scene import mrml_scene  # noqa: F401  (the fixture, offered to every test module)
 
 from ExtremeSegLib.volume import Volume
 

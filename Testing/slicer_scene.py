@@ -1,8 +1,6 @@
 """A real headless MRML scene (slicer-core) with Slicer's module logics registered, for tests.
 
-Usage in a test module::
-
-    from slicer_scene import mrml_scene  # noqa: F401  (the pytest fixture)
+Usage in a test module (``conftest.py`` makes the ``mrml_scene`` fixture available to every test)::
 
     def test_something(mrml_scene):
         node = mrml_scene.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")

@@ -3,7 +3,7 @@
 import json
 
 from ExtremeSegLib.cli import main
-from ExtremeSegLib.io import read_segmentation, read_image
+from ExtremeSegLib.io import read_image, read_segmentation
 
 
 def test_demo_runs_the_whole_job_and_reports(tmp_path, capsys):

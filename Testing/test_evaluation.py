@@ -5,17 +5,25 @@ import shutil
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import REPO, SAMPLE_DATA, make_ellipsoid
 
 from ExtremeSegLib.cli import main
 from ExtremeSegLib.errors import InputError
-from ExtremeSegLib.evaluation import (Case, MethodOptions, discover_cases, load_split, make_method, make_split,
-                                      run_benchmark, select_cases, write_report)
+from ExtremeSegLib.evaluation import (
+    Case,
+    MethodOptions,
+    discover_cases,
+    load_split,
+    make_method,
+    make_split,
+    run_benchmark,
+    select_cases,
+    write_report,
+)
 from ExtremeSegLib.evaluation.overlay import overlay_slices
 from ExtremeSegLib.io.volumes import read_labelmap, write_volume
 from ExtremeSegLib.metrics import evaluate
 from ExtremeSegLib.volume import Volume
-
-from conftest import REPO, SAMPLE_DATA, make_ellipsoid
 
 
 def touch(path):

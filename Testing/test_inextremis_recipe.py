@@ -14,7 +14,7 @@ from ExtremeSegLib.io import read_labelmap, read_points, read_segmentation, writ
 from ExtremeSegLib.metrics import dice
 from ExtremeSegLib.recipe_catalog import recipe_entry
 from ExtremeSegLib.recipes import JobConfig, get_recipe, train
-from ExtremeSegLib.recipes.rounds import prepare_case, read_case
+from ExtremeSegLib.recipes.recipe import prepare_case, read_case
 from ExtremeSegLib.simulate import simulate_extreme_points
 from ExtremeSegLib.training.geodesic_objective import GeodesicObjective
 from ExtremeSegLib.training.model_file import read_description

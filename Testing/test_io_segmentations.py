@@ -3,6 +3,7 @@
 import nrrd
 import numpy as np
 import pytest
+from test_io_volumes import rotation
 
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.io import (
@@ -14,7 +15,6 @@ from ExtremeSegLib.io import (
     write_volume,
 )
 from ExtremeSegLib.volume import Volume
-from test_io_volumes import rotation
 
 SHAPE = (12, 10, 8)
 

@@ -6,6 +6,8 @@ convention error on our side cannot cancel itself out.
 
 import numpy as np
 import pytest
+from slicer_scene import HAVE_SLICER, SLICER_MISSING_REASON, load_node, save_node, vtk_matrix
+from test_io_volumes import oblique_volume, rotation
 
 from ExtremeSegLib.io import (
     Segment,
@@ -18,8 +20,6 @@ from ExtremeSegLib.io import (
 )
 from ExtremeSegLib.io.segmentations import segment_color
 from ExtremeSegLib.volume import Volume
-from slicer_scene import HAVE_SLICER, SLICER_MISSING_REASON, load_node, mrml_scene, save_node, vtk_matrix  # noqa: F401
-from test_io_volumes import oblique_volume, rotation
 
 pytestmark = pytest.mark.skipif(not HAVE_SLICER, reason=str(SLICER_MISSING_REASON))
 

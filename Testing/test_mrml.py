@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from slicer_scene import HAVE_SLICER, SLICER_MISSING_REASON, load_node, save_node, vtk_matrix
+from test_io_volumes import oblique_volume, rotation
 
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.io import Segment, read_points, read_segmentation, write_segmentation
 from ExtremeSegLib.volume import Volume
-from slicer_scene import HAVE_SLICER, SLICER_MISSING_REASON, load_node, mrml_scene, save_node, vtk_matrix  # noqa: F401
-from test_io_volumes import oblique_volume, rotation
 
 pytestmark = pytest.mark.skipif(not HAVE_SLICER, reason=str(SLICER_MISSING_REASON))
 

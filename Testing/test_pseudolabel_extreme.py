@@ -10,8 +10,9 @@ from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.io.markups import write_points
 from ExtremeSegLib.io.segmentations import read_segmentation
 from ExtremeSegLib.io.volumes import read_image, write_volume
+from ExtremeSegLib.masks import close_mm, convex_slices
 from ExtremeSegLib.metrics import dice
-from ExtremeSegLib.pseudolabel.extreme_points import close_mm, convex_slices, extreme_points_pseudolabel, relaxed_box
+from ExtremeSegLib.pseudolabel.extreme_points import extreme_points_pseudolabel, relaxed_box
 from ExtremeSegLib.simulate import simulate_extreme_points
 
 ROTATION = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -221,8 +222,8 @@ def test_cli_refuses_a_wrong_output_name(files, capsys):
 # -- real data ------------------------------------------------------------------------------------
 def test_benchmark_adapter_on_real_cases(shared_data):
     from ExtremeSegLib.evaluation import MethodOptions, discover_cases
+    from ExtremeSegLib.evaluation.methods import extreme_points_random_walker as benchmark_method
     from ExtremeSegLib.io.volumes import read_labelmap
-    from ExtremeSegLib.pseudolabel.extreme_points import benchmark_method
 
     case = discover_cases(shared_data / "hippocampus")[0]
     prediction = benchmark_method(case, MethodOptions(structures={"hippocampus": [1, 2]}))

@@ -23,8 +23,8 @@ def write(tmp_path, data):
 
 def test_round_trip_and_paths_relative_to_the_config_file(tmp_path):
     path = write(tmp_path, minimal(tmp_path, training={"epochs": 3, "patch_size": [32, 32, 16]},
-                                   inputs={"cues": ["heatmap", "confidence"], "normalisation": {"mode": "window",
-                                                                                               "lower": -100, "upper": 200}}))
+                                   inputs={"cues": ["heatmap", "confidence"],
+                                           "normalisation": {"mode": "window", "lower": -100, "upper": 200}}))
     config = JobConfig.from_json(path)
     assert config.cases[0].image == str(tmp_path / "a.nii.gz")
     assert config.output == str(tmp_path / "run")
@@ -71,7 +71,8 @@ def test_missing_required_key_and_bad_json(tmp_path):
 
 
 def test_files_and_recipe_requirements(tmp_path):
-    config = JobConfig.from_json(write(tmp_path, minimal(tmp_path, cases=[{"image": "a.nii.gz", "points": "b.mrk.json"}])))
+    cases = [{"image": "a.nii.gz", "points": "b.mrk.json"}]
+    config = JobConfig.from_json(write(tmp_path, minimal(tmp_path, cases=cases)))
     with pytest.raises(InputError, match="case 1: the points file .*b.mrk.json does not exist"):
         train(config)
     config = JobConfig.from_json(write(tmp_path, minimal(tmp_path, cases=[{"image": "a.nii.gz"}])))

@@ -12,10 +12,11 @@ from conftest import make_ellipsoid
 from ExtremeSegLib.cli import main
 from ExtremeSegLib.errors import CancelledError, InputError
 from ExtremeSegLib.io import read_segmentation, write_points, write_volume
+from ExtremeSegLib.masks import erode_mm
 from ExtremeSegLib.metrics import dice
 from ExtremeSegLib.progress import Progress
 from ExtremeSegLib.recipes import JobConfig, RoundsConfig, predict, train
-from ExtremeSegLib.recipes.extreme_points import erode_mm, random_walker_regularisation
+from ExtremeSegLib.refine.random_walker import random_walker_regularisation
 from ExtremeSegLib.simulate import simulate_extreme_points
 from ExtremeSegLib.training.model_file import read_description
 
@@ -37,7 +38,8 @@ def job(tmp_path):
     cases = [write_case(tmp_path, n, rng) for n in range(4)]
     data = {"recipe": "extreme_points", "output": "run", "cases": cases[:3], "validation": cases[3:],
             "classes": [{"name": "object", "label_values": [3]}], "inputs": {"pad_mm": 4.0},
-            "network": {"filters": [8, 16, 32]}, "training": {"epochs": 3, "steps_per_epoch": 3, "learning_rate": 0.005},
+            "network": {"filters": [8, 16, 32]},
+            "training": {"epochs": 3, "steps_per_epoch": 3, "learning_rate": 0.005},
             "rounds": {"max_rounds": 2, "agreement": 1.0}, "device": "cpu"}
     path = tmp_path / "job.json"
     path.write_text(json.dumps(data))
@@ -127,7 +129,8 @@ def test_cancel_then_resume_finishes_the_same_job(job):
     (run / "state" / "job.json").write_text(json.dumps(saved))
     stream = io.StringIO()
     outputs = train(config, Progress(jsonl=True, stream=stream), resume=True)  # the stale CANCEL file is cleared
-    epochs = [(e["round"], e["epoch"]) for e in map(json.loads, stream.getvalue().splitlines()) if e["event"] == "epoch"]
+    events = map(json.loads, stream.getvalue().splitlines())
+    epochs = [(e["round"], e["epoch"]) for e in events if e["event"] == "epoch"]
     assert epochs == [(0, 3), (1, 1), (1, 2), (1, 3)]
     assert len(json.loads(open(outputs["rounds"]).read())) == 2 and (run / "model.pt").exists()
     assert not list((run / "state").glob("labels_round*.npz"))

@@ -10,7 +10,6 @@ from ExtremeSegLib.refine.uncertainty import LogitSamples, mc_dropout_relabel, m
 from ExtremeSegLib.training.networks import build_network, enable_mc_dropout
 
 
-
 @pytest.mark.parametrize("n_a, n_b", [(50, 50), (5, 12), (2, 3)])
 def test_welch_matches_scipy(n_a, n_b):
     rng = np.random.default_rng(n_a)

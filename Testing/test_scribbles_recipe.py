@@ -4,13 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from test_scribbles import heart_phantom
 
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.io import Segment, read_segmentation, write_segmentation, write_volume
 from ExtremeSegLib.metrics import dice
 from ExtremeSegLib.recipes import JobConfig, get_recipe, train
-
-from test_scribbles import heart_phantom
 
 
 def write_cases(folder, count, seg_nrrd_case=None):
@@ -68,8 +67,9 @@ def test_refine_clamps_seeds_and_marks_unsure_voxels(tmp_path):
     """One recursion step by hand on a trained run's network: seeds kept, CRF + t-test labels elsewhere."""
     import torch
 
-    from ExtremeSegLib.recipes.rounds import Job, plan, prepare_case, read_case
     from ExtremeSegLib.progress import Progress
+    from ExtremeSegLib.recipes.loop import plan
+    from ExtremeSegLib.recipes.recipe import RunningJob, prepare_case, read_case
     from ExtremeSegLib.training.data import median_spacing
     from ExtremeSegLib.training.networks import build_network
 
@@ -79,7 +79,7 @@ def test_refine_clamps_seeds_and_marks_unsure_voxels(tmp_path):
     read = [read_case(c, config.classes) for c in config.cases]
     inputs = config.inputs.resolved(config.modality, median_spacing([r[0] for r in read]))
     cases = [prepare_case(c, c.name, r, inputs) for c, r in zip(config.cases, read)]
-    state = Job(config, recipe, Progress(bar=False), torch.device("cpu"), tmp_path, inputs=inputs)
+    state = RunningJob(config, recipe, Progress(bar=False), torch.device("cpu"), tmp_path, inputs=inputs)
     state.network_params, state.patch_size, state.multiple = plan(config, inputs.spacing_mm,
                                                                   [c.frame.grid.shape for c in cases], 1, 3)
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def test_recipe_defaults_fill_what_the_job_leaves_out(tmp_path):
 
 
 def test_slice_wise_plan_takes_whole_slices_of_a_2d_network(tmp_path):
-    from ExtremeSegLib.recipes.rounds import plan
+    from ExtremeSegLib.recipes.loop import plan
 
     data = job(tmp_path)
     data["training"].pop("patch_size")

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_ellipsoid
 from scipy import ndimage as ndi
 
 from ExtremeSegLib.annotations import Scribbles, SurfacePoints
@@ -9,8 +10,6 @@ from ExtremeSegLib.cli import main
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.simulate import boundary_voxels, simulate_scribbles, simulate_surface_points
 from ExtremeSegLib.volume import Volume
-
-from conftest import make_ellipsoid
 
 
 # -- surface points --------------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 Every module file compiles; the .ui is well-formed; every ``self.ui.<name>`` the panel uses exists in the
 .ui, and every parameter the .ui binds (``SlicerParameterName``) exists on the parameter node; the
-Segment Editor effect has what Slicer's scripted effect API calls; the CMake file ships every script
-and resource; nothing in the headless part imports qt, ctk or slicer.app.
+Segment Editor effect has what Slicer's scripted effect API calls and reads no undefined parameter; the
+CMake file ships every script and resource; nothing in the headless part imports qt, ctk or slicer.app;
+the extension index entry has the fields the index's schema allows.
 """
 
 import ast
+import json
 import py_compile
 import re
 import xml.etree.ElementTree as ET
@@ -18,8 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "ExtremeSeg"
 UI_FILE = MODULE / "Resources" / "UI" / "ExtremeSeg.ui"
 EFFECT_FILE = MODULE / "SegmentEditorExtremeSegLib" / "SegmentEditorEffect.py"
+PANEL_FILE = MODULE / "ExtremeSegSlicerLib" / "widget.py"
 PY_FILES = sorted(MODULE.rglob("*.py"))
-HEADLESS = sorted((MODULE / "ExtremeSegSlicerLib").glob("*.py"))
+#: the GUI files of the Lib package (qt, slicer.app); every other file there runs headless
+GUI_FILES = {"widget.py", "installer.py"}
+HEADLESS = sorted(p for p in (MODULE / "ExtremeSegSlicerLib").glob("*.py") if p.name not in GUI_FILES)
 
 
 def _tree(path):
@@ -53,10 +58,10 @@ def test_ui_is_well_formed_with_unique_names():
 
 def test_every_ui_name_the_panel_uses_exists():
     widgets, _ = _ui_widgets()
-    source = (MODULE / "ExtremeSeg.py").read_text()
+    source = PANEL_FILE.read_text()
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used, "the panel uses no widget at all?"
-    assert used <= set(widgets), f"used in ExtremeSeg.py but missing from the .ui: {sorted(used - set(widgets))}"
+    assert used <= set(widgets), f"used in widget.py but missing from the .ui: {sorted(used - set(widgets))}"
 
 
 def test_bound_parameters_exist_on_the_parameter_node():
@@ -67,7 +72,7 @@ def test_bound_parameters_exist_on_the_parameter_node():
             if p.get("name") == "SlicerParameterName":
                 bound[name] = p.find("string").text
     assert bound
-    node = _class(_tree(MODULE / "ExtremeSeg.py"), "ExtremeSegParameterNode")
+    node = _class(_tree(PANEL_FILE), "ExtremeSegParameterNode")
     fields = {stmt.target.id for stmt in node.body if isinstance(stmt, ast.AnnAssign)}
     assert set(bound.values()) <= fields, f"bound in the .ui but not parameters: {set(bound.values()) - fields}"
 
@@ -90,7 +95,39 @@ def test_module_classes_follow_slicer_naming():
     assert "ExtremeSegNodeLogic" in bases["ExtremeSegLogic"]
     assert bases["ExtremeSegTest"] == ["ScriptedLoadableModuleTest"]
     widget = {f.name for f in _class(tree, "ExtremeSegWidget").body if isinstance(f, ast.FunctionDef)}
-    assert {"setup", "cleanup", "enter", "exit"} <= widget
+    assert {"setup", "cleanup", "enter", "exit", "onReload"} <= widget
+    panel = {f.name for f in _class(_tree(PANEL_FILE), "ExtremeSegPanel").body if isinstance(f, ast.FunctionDef)}
+    assert {"cleanup", "enter", "exit", "onSceneStartClose"} <= panel
+
+
+def test_the_module_file_only_registers_and_lays_out():
+    source = (MODULE / "ExtremeSeg.py").read_text()
+    assert len(source.splitlines()) < 170  # SlicerNNUnet's module file: about 100 lines
+    assert "self.ui." not in source and "pip_install" not in source
+
+
+def test_the_module_declares_the_modules_it_uses():
+    init = ast.unparse(next(f for f in _class(_tree(MODULE / "ExtremeSeg.py"), "ExtremeSeg").body
+                            if isinstance(f, ast.FunctionDef) and f.name == "__init__"))
+    found = re.search(r"self\.parent\.dependencies = (\[.*?\])", init)
+    assert found and set(ast.literal_eval(found.group(1))) >= {"Markups", "Segmentations", "SegmentEditor"}
+
+
+def test_the_panel_binds_with_a_tag_on_every_supported_slicer():
+    source = PANEL_FILE.read_text()
+    # connectGui returns no tag in Slicer 5.8: the panel must not depend on it
+    assert ".connectGui(" not in source and ".disconnectGui(" not in source
+    assert "ParameterNodeBinding(" in source
+
+
+def test_the_ui_says_what_zero_means_and_filters_model_files():
+    widgets, _ = _ui_widgets()
+    for name in ("epochsSpinBox", "roundsSpinBox"):
+        special = [p for p in widgets[name].findall("property") if p.get("name") == "specialValueText"]
+        assert special and special[0].find("string").text, f"{name}: 0 must read as the method's default"
+    model = {p.get("name"): p for p in widgets["modelPathLineEdit"].findall("property")}
+    assert "ctkPathLineEdit::Files" in model["filters"].find("set").text
+    assert "*.pt" in " ".join(s.text for s in model["nameFilters"].iter("string"))
 
 
 def test_effect_has_what_slicer_calls():
@@ -104,12 +141,50 @@ def test_effect_has_what_slicer_calls():
     assert required <= methods, f"missing effect methods: {required - methods}"
     init = ast.unparse(next(f for f in effect.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"))
     assert "scriptedEffect.name = " in init
+    source = EFFECT_FILE.read_text()
+    # Slicer's own auto-complete effects share "SegmentationResultPreview": this effect keeps its own reference
+    assert re.search(r"^PREVIEW_REFERENCE_ROLE = \"ExtremeSeg\w+\"$", source, re.M)
     apply = ast.unparse(next(f for f in effect.body if isinstance(f, ast.FunctionDef) and f.name == "onApply"))
     assert apply.index("saveStateForUndo") < apply.index("apply_preview"), "undo state must be saved before applying"
     package = (MODULE / "SegmentEditorExtremeSegLib" / "__init__.py").read_text()
     assert "SegmentEditorEffect" in package
     registration = (MODULE / "ExtremeSeg.py").read_text()
     assert '"SegmentEditorExtremeSegLib" / "SegmentEditorEffect.py"' in registration
+
+
+def test_the_effect_reads_no_parameter_slicer_never_stored():
+    """Slicer stores no empty value (setCommonParameter skips it; parameterDefined wants a non-empty one), and
+    reading an undefined parameter logs a critical error on every Segment Editor change."""
+    effect = _class(_tree(EFFECT_FILE), "SegmentEditorEffect")
+    for function in (f for f in effect.body if isinstance(f, ast.FunctionDef)):
+        for call in (n for n in ast.walk(function) if isinstance(n, ast.Call)):
+            name = ast.unparse(call.func)
+            if name == "self.scriptedEffect.setParameterDefault":
+                value = call.args[1]
+                assert not (isinstance(value, ast.Constant) and value.value == ""), "an empty default is never stored"
+            if name == "self.scriptedEffect.parameter":
+                assert function.name == "_parameter", f"{function.name} reads a parameter without parameterDefined"
+    helper = ast.unparse(next(f for f in effect.body if isinstance(f, ast.FunctionDef) and f.name == "_parameter"))
+    assert "parameterDefined" in helper
+
+
+def test_the_extension_index_entry_follows_the_index_schema():
+    """Fields of Slicer's slicer-extension-catalog-entry-schema-v1.0.1.json (additionalProperties: false)."""
+    allowed = {"$schema": str, "category": str, "scm_url": str, "scm_revision": str, "scm_type": str,
+               "build_dependencies": list, "build_subdirectory": str, "enabled": bool, "tier": int}
+    entry = json.loads((REPO / "ExtremeSeg.json").read_text())
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= set(allowed)
+    assert all(isinstance(entry[k], allowed[k]) for k in entry)
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert entry.get("scm_type", "git") in ("git", "local") and entry.get("tier", 5) in (1, 3, 5)
+    top = (REPO / "CMakeLists.txt").read_text()
+    assert f'set(EXTENSION_CATEGORY "{entry["category"]}")' in top
+    depends = re.search(r'set\(EXTENSION_DEPENDS "([^"]*)"\)', top).group(1).split()
+    assert entry["build_dependencies"] == depends  # the index builds the extensions it depends on first
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        value = re.search(rf'set\({key} "([^"]*)"\)', top).group(1)
+        assert value == "" or value.startswith("https://"), f"{key}: a real URL or nothing"
+    assert "example.com" not in top and "ExtremeSeg/SlicerExtremeSeg" not in top  # no placeholder URLs
 
 
 def test_headless_files_import_no_gui():
@@ -139,4 +214,26 @@ def test_cmake_ships_every_script_and_resource():
     assert "ExtremeSegLib/*.py" in cmake  # the core package is shipped next to the module
     top = (REPO / "CMakeLists.txt").read_text()
     assert "add_subdirectory(ExtremeSeg)" in top
-    assert (REPO / "Resources" / "ExtremeSeg.png").exists()  # EXTENSION_ICONURL points at it
+    assert (REPO / "Resources" / "ExtremeSeg.png").exists()  # the extension icon, for EXTENSION_ICONURL
+    assert "Resources/SampleData" in cmake  # the sample cases ship with the module
+
+
+def _method_source(path, class_name, method):
+    body = _class(_tree(path), class_name).body
+    return ast.unparse(next(f for f in body if isinstance(f, ast.FunctionDef) and f.name == method))
+
+
+def test_browsing_volumes_creates_no_point_list():
+    """Showing a volume looks its point list up; a list is made only by "Place points" (or painting scribbles)."""
+    shown = _method_source(PANEL_FILE, "ExtremeSegPanel", "updateAnnotationNode")
+    assert "create=False" in shown and "create=True" not in shown
+    assert "create=True" in _method_source(PANEL_FILE, "ExtremeSegPanel", "onStartPoints")
+    assert "setSliceViewerLayers" in _method_source(PANEL_FILE, "ExtremeSegPanel", "onParameterNodeModified")
+
+
+def test_reload_spares_a_running_job_and_the_self_test_skips_without_torch():
+    reload = _method_source(MODULE / "ExtremeSeg.py", "ExtremeSegWidget", "onReload")
+    assert reload.index("self.panel.busy") < reload.index("ScriptedLoadableModuleWidget.onReload(self)")
+    assert "importlib.reload" in reload
+    run_test = _method_source(MODULE / "ExtremeSeg.py", "ExtremeSegTest", "runTest")
+    assert run_test.index("missing_requirements()") < run_test.index("scenarios.extreme_points_to_segmentation")

@@ -15,17 +15,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ExtremeSeg"))
 
-from slicer_scene import make_scene, mrml_scene, require_slicer, vtk_matrix  # noqa: E402,F401
+from slicer_scene import make_scene, require_slicer, vtk_matrix  # noqa: E402
 
 require_slicer()
+
+from ExtremeSegSlicerLib import scenarios  # noqa: E402
+from ExtremeSegSlicerLib.logic import ExtremeSegNodeLogic  # noqa: E402
 
 from ExtremeSegLib import mrml  # noqa: E402
 from ExtremeSegLib.errors import InputError  # noqa: E402
 from ExtremeSegLib.io.markups import read_points  # noqa: E402
 from ExtremeSegLib.io.volumes import read_image  # noqa: E402
 from ExtremeSegLib.simulate import simulate_extreme_points  # noqa: E402
-from ExtremeSegSlicerLib import scenarios  # noqa: E402
-from ExtremeSegSlicerLib.logic import ExtremeSegNodeLogic  # noqa: E402
 
 
 @pytest.fixture
@@ -70,7 +71,8 @@ def test_extreme_points_to_a_new_segmentation(trained):
 def test_the_model_file_is_described_and_click_models_need_clicks(trained, logic, case):
     report, work = trained
     assert logic.model_summary(report.model_path) == (
-        "extreme_points model; classes: Structure; needs the object's 6 extreme points.")
+        "Extreme points (random walker, refinement rounds) model; classes: Structure; "
+        "needs the object's 6 extreme points.")
     volume, points, _, _ = case
     with pytest.raises(InputError, match="needs the object's 6 extreme points on 'Case 1'"):
         logic.prepare_prediction(report.model_path, volume, None, work)
@@ -78,9 +80,9 @@ def test_the_model_file_is_described_and_click_models_need_clicks(trained, logic
     raw = logic.prepare_prediction(report.model_path, volume, points, work, postprocess=False)
     assert "--no-postprocess" not in cleaned.command and raw.command[-3:] == ["--no-postprocess", "--points",
                                                                                 str(raw.run_dir / "points.mrk.json")]
-    from ExtremeSegSlicerLib.scribble_preview import model_prior
-    with pytest.raises(InputError, match="needs extreme points as input; the scribble effect uses fully automatic"):
-        model_prior(report.model_path, volume, device="cpu")
+    # the scribble effect's model step (probabilities as its prior) refuses a click model the same way
+    with pytest.raises(InputError, match="needs the object's 6 extreme points on 'Case 1'"):
+        logic.prepare_prediction(report.model_path, volume, None, work, probabilities=True)
     garbage = work / "garbage.pt"
     garbage.write_bytes(b"not a model")
     assert logic.model_summary(garbage).startswith("Not a usable ExtremeSeg model")
@@ -219,9 +221,10 @@ def test_cancel_keeps_the_checkpoint_and_resume_finishes(logic, case, tmp_path):
 
 
 def test_recipes_are_listed_per_annotation_and_devices_match_the_engine():
+    from ExtremeSegSlicerLib.logic import ANNOTATIONS, DEVICES
+
     from ExtremeSegLib.recipes import RECIPES
     from ExtremeSegLib.training.engine import DEVICES as ENGINE_DEVICES
-    from ExtremeSegSlicerLib.logic import ANNOTATIONS, DEVICES
 
     assert DEVICES == ENGINE_DEVICES
     assert "extreme_points" in [r.name for r in ExtremeSegNodeLogic.recipes("extreme points")]

@@ -9,10 +9,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ExtremeSeg"))
 
 from conftest import make_ellipsoid  # noqa: E402
+from ExtremeSegSlicerLib.placement import axis_label, extreme_points_guide, surface_points_guide  # noqa: E402
+
 from ExtremeSegLib.simulate import simulate_extreme_points  # noqa: E402
 from ExtremeSegLib.volume import Volume  # noqa: E402
-from ExtremeSegSlicerLib.placement import (axis_label, extreme_points_guide,  # noqa: E402
-                                           surface_points_guide)
 
 
 @pytest.fixture(scope="module")

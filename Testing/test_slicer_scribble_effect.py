@@ -9,18 +9,22 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ExtremeSeg"))
 
 from conftest import make_ellipsoid  # noqa: E402
-from slicer_scene import mrml_scene, require_slicer  # noqa: E402,F401
+from slicer_scene import require_slicer  # noqa: E402
 
 require_slicer()
 
 import slicer  # noqa: E402
+from ExtremeSegSlicerLib.scribble_preview import (  # noqa: E402
+    apply_preview,
+    compute_scribble_preview,
+    scribble_class_ids,
+    show_preview,
+)
 
 from ExtremeSegLib import mrml  # noqa: E402
 from ExtremeSegLib.errors import InputError  # noqa: E402
 from ExtremeSegLib.io.segmentations import Segment  # noqa: E402
 from ExtremeSegLib.metrics import dice  # noqa: E402
-from ExtremeSegSlicerLib.scribble_preview import (apply_preview, compute_scribble_preview,  # noqa: E402
-                                                  scribble_class_ids, show_preview)
 
 
 def _two_objects():

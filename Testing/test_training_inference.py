@@ -1,4 +1,5 @@
-"""Prediction from files: a .seg.nrrd (and probabilities) on the image's own grid, clicks required when trained with them."""
+"""Prediction from files: a .seg.nrrd (and probabilities) on the image's own grid, clicks required when trained with
+them."""
 
 import numpy as np
 import pytest
@@ -35,8 +36,8 @@ def files(tmp_path):
 
 def test_predict_writes_a_segmentation_on_the_image_grid(files):
     folder, image = files
-    written = predict(folder / "model.pt", folder / "image.nrrd", folder / "out.seg.nrrd", points=folder / "points.mrk.json",
-                      probability=folder / "p.nii.gz", device="cpu")
+    written = predict(folder / "model.pt", folder / "image.nrrd", folder / "out.seg.nrrd",
+                      points=folder / "points.mrk.json", probability=folder / "p.nii.gz", device="cpu")
     geometry, segments = read_segmentation(written["segmentation"])
     assert geometry.same_geometry(image)
     assert [s.name for s in segments] == ["object"]

@@ -2,7 +2,7 @@
 
 Quality: every hippocampus case (label > 0) and every ACDC volume (RV = 1, Myo = 2, LV = 3, each its own object
 with its own 6 simulated clicks) through ``ExtremeSegLib.evaluation.run_benchmark`` with the maker's adapter
-(``ExtremeSegLib.pseudolabel.extreme_points:benchmark_method``), clicks exact and with 2 mm Gaussian noise.
+(``ExtremeSegLib.evaluation.methods:extreme_points_random_walker``), clicks exact and with 2 mm Gaussian noise.
 Speed: the random walker's solvers on a synthetic 200 x 150 x 90 region (a noisy ellipsoid, seeds as the maker
 builds them: three dilated axis segments inside, the region's border outside), against a converged reference.
 
@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ExtremeSegLib.evaluation import MethodOptions, discover_cases, run_benchmark  # noqa: E402
+from ExtremeSegLib.evaluation.methods import extreme_points_random_walker  # noqa: E402
 from ExtremeSegLib.evaluation.report import benchmark_command  # noqa: E402
-from ExtremeSegLib.pseudolabel.extreme_points import benchmark_method  # noqa: E402
 from ExtremeSegLib.pseudolabel.random_walker import random_walker  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -66,7 +66,7 @@ def quality(data: Path, work: Path, noises, limit, options: dict, datasets, log)
                                                extra=maker_options)
 
                 def method(case, method_options=method_options):
-                    return benchmark_method(case, method_options)
+                    return extreme_points_random_walker(case, method_options)
 
                 start = time.perf_counter()
                 results = run_benchmark(cases, method, out, {name: values}, overlays=2, overwrite=True,

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         seeds = frame.to_model(seeds[None], "nearest")[0].astype(np.int16)
         reference = frame.to_model(read_labelmap(case.label).array[None].astype(np.int16), "nearest")[0]
 
-        def score(labels):
+        def score(labels, seeds=seeds, reference=reference):  # bound now: B023
             labels = np.where(seeds >= 0, seeds, labels)
             return [dice(labels == c, reference == c) for c in (1, 2, 3)]
 
@@ -96,11 +96,13 @@ def main(argv=None) -> int:
               "seconds": float(np.mean(seconds[name])) if name in seconds else None} for name, v in scores.items()]
     command = benchmark_command("benchmarks/scribbles_crf.py", argv)
     lines = ["# Dense-CRF relabelling of the round-0 network on ACDC training volumes", "",
-             f"{len(cases)} training volumes (every n-th of the split), model `{args.model.relative_to(REPO)}` (round 0: "
+             f"{len(cases)} training volumes (every n-th of the split), model `{args.model.relative_to(REPO)}` "
+             "(round 0: "
              "trained on the seed areas only). Dice of the relabelled training labels (seed areas clamped) against the "
              "expert labels on the model grid; sigma_beta is in units of the network's normalised intensities "
              "(robust z-score); CRF seconds per volume (mean field, 5 iterations, under the shared CPU lock).", "",
-             f"    {command.strip()}", "", "| Relabelling | RV | Myo | LV | Mean | s / volume |", "|---|---|---|---|---|---|"]
+             f"    {command.strip()}", "", "| Relabelling | RV | Myo | LV | Mean | s / volume |",
+             "|---|---|---|---|---|---|"]
     for row in table:
         s = "–" if row["seconds"] is None else f"{row['seconds']:.1f}"
         lines.append(f"| {row['relabelling']} | " + " | ".join(f"{d:.3f}" for d in row["dice"]) +

@@ -192,7 +192,8 @@ def main(argv=None) -> int:
                          weak_progress)
     weak_seconds = time.perf_counter() - started
     weak_rounds = json.loads(Path(weak_outputs["rounds"]).read_text())
-    weak_scores = score_run(runs / "weak", test_cases, spec, runs / "weak_report", f"{args.dataset}: weak (extreme points)")
+    weak_scores = score_run(runs / "weak", test_cases, spec, runs / "weak_report",
+                            f"{args.dataset}: weak (extreme points)")
     total_epochs = sum(row["epochs"] for row in weak_rounds)
 
     full = None
@@ -203,7 +204,8 @@ def main(argv=None) -> int:
                                         epochs=total_epochs), full_progress)
         full_seconds = time.perf_counter() - started
         full_rounds = json.loads(Path(full_outputs["rounds"]).read_text())
-        full_scores = score_run(runs / "full", test_cases, spec, runs / "full_report", f"{args.dataset}: fully supervised")
+        full_scores = score_run(runs / "full", test_cases, spec, runs / "full_report",
+                                f"{args.dataset}: fully supervised")
         full = {"seconds": full_seconds, "epochs": total_epochs, "rounds": full_rounds,
                 "summary": full_scores["summary"][spec["object"]]}
 
@@ -238,7 +240,8 @@ def markdown(results: dict, name: str) -> str:
              f"their clicks. Run under the CPU lock on {results['cpu_threads']} CPU cores, no GPU. "
              "Wall times are whole jobs (reading, pseudo-labels, training, rounds, per-round test scoring).", "",
              "| Method | Test Dice (mean ± std) | Test HD95 mm (mean) | Epochs | Wall time |", "|---|---|---|---|---|",
-             f"| Random-walker initialisation (clicks only, no learning) | {init['dice_mean']:.3f} ± {init['dice_std']:.3f} "
+             "| Random-walker initialisation (clicks only, no learning) | "
+             f"{init['dice_mean']:.3f} ± {init['dice_std']:.3f} "
              f"| – | – | {init['seconds']:.0f} s |",
              f"| Weak: extreme points + random-walker rounds | {d['mean']:.3f} ± {d['std']:.3f} | "
              f"{weak['summary']['hd95']['mean']:.2f} | {weak['epochs']} | {weak['seconds'] / 60:.1f} min |"]
@@ -259,7 +262,8 @@ def markdown(results: dict, name: str) -> str:
     def fmt(v, digits=3):
         return "–" if v is None else f"{v:.{digits}f}"
     for row, elapsed in zip(weak["rounds"], weak["round_times_s"]):
-        lines.append(f"| {row['round']} | {row['epochs']} | {fmt(row['pseudolabel_dice'])} | {fmt(row['train_dice'])} | "
+        lines.append(f"| {row['round']} | {row['epochs']} | {fmt(row['pseudolabel_dice'])} | "
+                     f"{fmt(row['train_dice'])} | "
                      f"{fmt(row['validation_dice'])} | {fmt(row.get('validation_dice_raw'))} | "
                      f"{fmt(row['agreement'], 4)} | {elapsed / 60:.1f} min |")
     lines += ["", f"![Dice per round]({name}.png)", "",
@@ -301,7 +305,8 @@ def plot(results: dict, path: Path) -> None:
     axes.plot(rounds, [r["pseudolabel_dice"] for r in rows], marker="s", label="weak: pseudo-labels (train)")
     axes.axhline(results["random_walker_init"]["dice_mean"], color="grey", ls=":", label="random-walker init (test)")
     if results["full"]:
-        axes.axhline(results["full"]["summary"]["dice"]["mean"], color="black", ls="--", label="fully supervised (test)")
+        axes.axhline(results["full"]["summary"]["dice"]["mean"], color="black", ls="--",
+                     label="fully supervised (test)")
     axes.set_xticks(rounds)
     axes.set_xlabel("round")
     axes.set_ylabel("Dice")

@@ -95,7 +95,8 @@ def measure_timing(spec, train_cases, points, steps: int = 8) -> dict:
     import torch
 
     from ExtremeSegLib.recipes import get_recipe
-    from ExtremeSegLib.recipes.rounds import plan, prepare_case, read_case
+    from ExtremeSegLib.recipes.loop import plan
+    from ExtremeSegLib.recipes.recipe import prepare_case, read_case
     from ExtremeSegLib.training.data import TrainingVolume, make_batch, median_spacing, pad_to
     from ExtremeSegLib.training.geodesic_objective import GeodesicObjective
     from ExtremeSegLib.training.networks import build_network

@@ -18,9 +18,10 @@ Work folder layout (nothing is overwritten; every job gets a new folder)::
     <work folder>/runs/<YYYYmmdd-HHMMSS>-train/   job.json, data/ (exported volumes + annotations), output/ (the run)
     <work folder>/runs/<YYYYmmdd-HHMMSS>-predict/ image.nrrd, points.mrk.json, segmentation.seg.nrrd
 
-Imports only slicer's MRML classes (through ``ExtremeSegLib.mrml``) and the core; torch and the recipes are
-imported only when a job is prepared, and ``ExtremeSegLib.pseudolabel`` (scikit-image) only where it is used:
-they may not be installed yet when Slicer starts and loads this module.
+Imports only slicer's MRML classes (through ``ExtremeSegLib.mrml``) and the core; the method list comes from
+the static ``ExtremeSegLib.recipe_catalog``; torch and the recipes are imported only when a job is prepared or a
+model file is read, and ``ExtremeSegLib.pseudolabel`` (scikit-image) only where it is used: they may not be
+installed yet when Slicer starts and loads this module.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ExtremeSegLib import mrml
+from ExtremeSegLib import mrml, recipe_catalog
 from ExtremeSegLib.child_process import ChildRun, RunState, cli_command
 from ExtremeSegLib.errors import InputError
 
 from .placement import EXTREME_POINTS_REQUIRED, PlacementGuide, extreme_points_guide, surface_points_guide
 
 #: what a user draws on each volume (the panel's choices)
-ANNOTATIONS = ("extreme points", "surface points", "scribbles")
+ANNOTATIONS = recipe_catalog.ANNOTATIONS
 #: where training runs (the engine's choices; ``auto`` = CUDA when present)
 DEVICES = ("auto", "cpu", "cuda")
 #: node reference from an annotation node to its volume, and the attribute naming the annotation kind
@@ -54,33 +55,91 @@ _POINT_COLORS = {"extreme points": (0.9, 0.15, 0.15), "surface points": (0.95, 0
 
 @dataclass(frozen=True)
 class RecipeInfo:
-    """A training recipe as the panel lists it."""
+    """A training recipe as the panel lists it (a row of ``ExtremeSegLib.recipe_catalog``)."""
 
     name: str
     title: str
     description: str
     annotation: str
+    clicks_at_inference: bool  # False: the trained model segments new volumes without clicks
 
 
 @dataclass
-class Job:
-    """A prepared training or prediction job: its files and which volume each case came from."""
+class PreparedJob:
+    """A training or prediction job exported to its folder: its files, its command line, and the volume node
+    each case came from (held, so that a node that later reuses the same ID is never taken for it)."""
 
     kind: str  # "training" or "prediction"
     title: str
     folder: Path  # the job's own folder under <work folder>/runs
     run_dir: Path  # where the child looks for its CANCEL file
     command: list  # the extremeseg command line (subcommand and arguments), as run outside Slicer
-    cases: dict = field(default_factory=dict)  # case name -> volume node ID
+    volumes: dict = field(default_factory=dict)  # case name -> the volume node it was exported from
     config_path: Path | None = None
     output: Path | None = None  # prediction: the .seg.nrrd to read back
+    probabilities: list = field(default_factory=list)  # prediction: per-class probability volumes, when asked for
+    detached: bool = False  # its scene was closed: results stay in files, nothing is added to a scene
+
+    @property
+    def cases(self) -> dict:
+        """Case name -> volume node ID at the time of export."""
+        return {name: node.GetID() for name, node in self.volumes.items()}
+
+    def volume_node(self, case: str, scene):
+        """The volume node of ``case`` if it is still in ``scene`` (the very node, not one that reuses its ID)."""
+        node = self.volumes.get(case)
+        if self.detached or node is None or node.GetScene() is not scene:
+            return None
+        return node if scene.GetNodeByID(node.GetID()) is node else None
+
+    def detach(self) -> None:
+        """Let the job finish into its files only (its scene is closing); the volume nodes are let go."""
+        self.detached = True
+        self.volumes = {}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the panel shows about a model file: a one-line summary and whether it needs clicks."""
+
+    summary: str
+    usable: bool
+    needs_clicks: bool = False
+    recipe: str = ""
 
 
 @dataclass
 class TrainingResults:
     model_path: Path
     segmentation_nodes: dict  # volume node ID -> new segmentation node
-    outputs: dict  # everything the run wrote (see ExtremeSegLib.recipes.rounds)
+    outputs: dict  # everything the run wrote (see ExtremeSegLib.recipes.loop)
+
+
+def optional_path(value) -> Path | None:
+    """``value`` as a path, or ``None`` when unset: ``None``, ``""`` and ``"."`` (what an empty ``Path()`` shows)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text in ("", ".") else Path(text).expanduser()
+
+
+def model_needs_clicks(description: dict) -> bool:
+    """Whether a model (its file's description) segments a new volume only with the object's clicks.
+
+    The recipe's catalog row says so for the models it trains (``clicks_at_inference``); a recipe without a
+    row (e.g. registered by a plugin) is judged by the model's own inputs.
+    """
+    try:
+        return recipe_catalog.recipe_entry(str(description.get("recipe"))).clicks_at_inference
+    except KeyError:
+        from ExtremeSegLib.training.data import InputSpec
+
+        return InputSpec.from_dict(description["inputs"]).needs_points
+
+
+def present_nodes(nodes) -> list:
+    """``nodes`` without the ``None`` entries a deleted node leaves in a parameter-node list."""
+    return [node for node in (nodes or []) if node is not None]
 
 
 def safe_name(text: str) -> str:
@@ -99,6 +158,7 @@ class ExtremeSegNodeLogic:
     def __init__(self, scene=None, python=None):
         self._scene = scene
         self._python = python
+        self._model_infos = {}  # (path, size, mtime) -> ModelInfo: a model file is read once, not per keystroke
 
     @property
     def scene(self):
@@ -123,19 +183,10 @@ class ExtremeSegNodeLogic:
     # -- recipes ----------------------------------------------------------------------------------
     @staticmethod
     def recipes(annotation: str | None = None) -> list:
-        """The registered recipes (optionally those for one annotation), or [] when the core's
-        dependencies (torch, MONAI) are not installed yet."""
-        try:
-            from ExtremeSegLib.recipes import RECIPES
-        except ImportError:
-            return []
-        infos = []
-        for name, cls in RECIPES.items():
-            if annotation is not None and cls.annotation != annotation:
-                continue
-            doc = " ".join((cls.__doc__ or "").split())
-            infos.append(RecipeInfo(name, cls.title or name.replace("_", " "), doc, cls.annotation))
-        return infos
+        """The recipes a user can pick (optionally those for one annotation), from the static catalog: listing
+        them imports neither torch nor MONAI, so the panel shows them before those are installed."""
+        return [RecipeInfo(e.name, e.title, e.summary, e.annotation, e.clicks_at_inference)
+                for e in recipe_catalog.recipes_for(annotation)]
 
     # -- annotations -------------------------------------------------------------------------------
     def annotation_node(self, volume_node, annotation: str, create: bool = True):
@@ -226,17 +277,29 @@ class ExtremeSegNodeLogic:
             f"{', '.join(s.name for s in structures)}.{note}"))
 
     def annotation_status(self, volume_nodes, annotation: str) -> list:
-        """``(volume node, annotation node or None, guide)`` per volume: the panel's table."""
+        """``(volume node, annotation node or None, guide)`` per volume (deleted ones skipped): the panel's table."""
         rows = []
-        for volume in volume_nodes:
+        for volume in present_nodes(volume_nodes):
             node = self.annotation_node(volume, annotation, create=False)
             rows.append((volume, node, self.placement_guide(volume, annotation, node)))
         return rows
 
+    def training_readiness(self, volume_nodes, annotation: str, recipe: str) -> tuple:
+        """``(ready, message)``: whether Train can start, and otherwise the first thing to do."""
+        volumes = present_nodes(volume_nodes)
+        if not volumes:
+            return False, "Check the training volumes."
+        if not recipe:
+            return False, f"Choose a method that trains from {annotation}."
+        for volume, _node, guide in self.annotation_status(volumes, annotation):
+            if not guide.complete:
+                return False, f"{volume.GetName()}: {guide.message}"
+        return True, f"{len(volumes)} volume(s) annotated: ready to train."
+
     # -- jobs ---------------------------------------------------------------------------------------
     @staticmethod
     def _new_job_folder(work_folder, kind: str) -> Path:
-        runs = Path(work_folder or ExtremeSegNodeLogic.default_work_folder()).expanduser() / "runs"
+        runs = (optional_path(work_folder) or ExtremeSegNodeLogic.default_work_folder()) / "runs"
         runs.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
@@ -257,7 +320,7 @@ class ExtremeSegNodeLogic:
 
     def prepare_training(self, volume_nodes, annotation: str, recipe: str, work_folder=None, annotation_nodes=None,
                          structure: str = "Structure", epochs: int | None = None, rounds: int | None = None,
-                         device: str = "auto", settings: dict | None = None) -> Job:
+                         device: str = "auto", settings: dict | None = None) -> PreparedJob:
         """Export the volumes and their annotations and write the job config; nothing runs yet.
 
         ``annotation_nodes``: one point list / segmentation per volume (default: each volume's own, see
@@ -269,7 +332,7 @@ class ExtremeSegNodeLogic:
         from ExtremeSegLib.io.markups import write_points
         from ExtremeSegLib.recipes import JobConfig
 
-        volume_nodes = list(volume_nodes)
+        volume_nodes = present_nodes(volume_nodes)
         if not volume_nodes:
             raise InputError("choose at least one training volume")
         if annotation not in ANNOTATIONS:
@@ -305,7 +368,7 @@ class ExtremeSegNodeLogic:
                 case["points"] = str(write_points(data / f"{name}.mrk.json", self.placed_points(node),
                                                   name=f"{name} {annotation}"))
             cases.append(case)
-            case_volumes[name] = volume_node.GetID()
+            case_volumes[name] = volume_node
 
         config = {"recipe": recipe, "output": str(folder / "output"), "cases": cases, "device": device,
                   "classes": [{"name": c, "label_values": [n]} for n, c in enumerate(class_names, start=1)]}
@@ -317,7 +380,7 @@ class ExtremeSegNodeLogic:
             config.setdefault("rounds", {})["max_rounds"] = int(rounds)
         job_config = JobConfig.from_dict(config)  # checked now, with a message, rather than in the child
         config_path = job_config.to_json(folder / "job.json")
-        return Job("training", f"Training ({recipe})", folder, folder / "output",
+        return PreparedJob("training", f"Training ({recipe})", folder, folder / "output",
                    ["train", "--config", str(config_path), "--progress-jsonl"], case_volumes, config_path)
 
     @staticmethod
@@ -339,22 +402,26 @@ class ExtremeSegNodeLogic:
         painted = [s for s in mrml.segments_from_node(node, volume) if s.mask.any()]
         return write_segmentation(path, volume, painted)
 
-    def start_training(self, job: Job, python=None, resume: bool = False, grace_s: float = 10.0) -> ChildRun:
+    def start_training(self, job: PreparedJob, python=None, resume: bool = False, grace_s: float = 10.0) -> ChildRun:
         """Start ``extremeseg train --config <job.json> --progress-jsonl [--resume]`` in a child process."""
         argv = cli_command(*job.command, *(["--resume"] if resume else []), python=python or self.python)
         return ChildRun(argv, job.run_dir, grace_s=grace_s).start()
 
-    def import_training_results(self, job: Job, state: RunState) -> TrainingResults:
-        """Load the run's segmentations as new segmentation nodes ("<volume> ExtremeSeg"), one per volume."""
+    def import_training_results(self, job: PreparedJob, state: RunState) -> TrainingResults:
+        """Load the run's segmentations as new segmentation nodes ("<volume> ExtremeSeg"), one per volume.
+
+        A detached job (its scene was closed) adds nothing: the files are in its folder. A segmentation
+        whose volume is no longer in the scene is added under the case name, linked to no volume.
+        """
         from ExtremeSegLib.io.segmentations import read_segmentation
 
         outputs = state.outputs
         if not outputs.get("model"):
             raise InputError(f"the run in {job.run_dir} reported no model file; see its log")
         nodes = {}
-        for path in outputs.get("segmentations", []):
+        for path in ([] if job.detached else outputs.get("segmentations", [])):
             case = Path(path).name[: -len(".seg.nrrd")]
-            volume_node = self.scene.GetNodeByID(job.cases.get(case, ""))
+            volume_node = job.volume_node(case, self.scene)
             geometry, segments = read_segmentation(path)
             name = f"{volume_node.GetName() if volume_node else case} ExtremeSeg"
             node, _ = mrml.add_segments(segments, geometry, name=name, scene=self.scene)
@@ -363,39 +430,70 @@ class ExtremeSegNodeLogic:
                 nodes[volume_node.GetID()] = node
         return TrainingResults(Path(outputs["model"]), nodes, outputs)
 
-    def model_summary(self, model_path) -> str:
-        """One line about a model file (recipe, classes, whether it needs clicks), or what is wrong with it."""
+    def model_info(self, model_path) -> ModelInfo:
+        """What a model file is (recipe, classes, whether it needs clicks), or what is wrong with it; never raises.
+
+        Read once per file version (path, size, modification time). Whether it needs clicks:
+        :func:`model_needs_clicks`.
+        """
+        path = optional_path(model_path)
+        if path is None:
+            return ModelInfo("", False)
         try:
-            from ExtremeSegLib.training.data import InputSpec
+            stat = path.stat()
+        except OSError:
+            return ModelInfo(f"No model file at {path}.", False)
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._model_infos:
+            self._model_infos[key] = self._read_model_info(path)
+        return self._model_infos[key]
+
+    @staticmethod
+    def _read_model_info(path: Path) -> ModelInfo:
+        try:
             from ExtremeSegLib.training.model_file import read_description
-        except ImportError:
-            return "Install ExtremeSeg's dependencies to read model files."
+        except Exception as err:  # noqa: BLE001  (a half-installed torch raises more than ImportError)
+            return ModelInfo(f"Install ExtremeSeg's dependencies to read model files ({err}).", False)
         try:
-            description = read_description(model_path)
-            needs_points = InputSpec.from_dict(description["inputs"]).needs_points
-        except (InputError, KeyError, TypeError, OSError) as err:
-            return f"Not a usable ExtremeSeg model: {err}"
-        classes = ", ".join(c["name"] for c in description.get("classes", []))
-        clicks = "needs the object's 6 extreme points" if needs_points else "fully automatic"
-        return f"{description['recipe']} model; classes: {classes}; {clicks}."
+            description = read_description(path)
+            needs_points = model_needs_clicks(description)
+            recipe = str(description["recipe"])
+            classes = ", ".join(c["name"] for c in description.get("classes", []))
+        except Exception as err:  # noqa: BLE001  (whatever the file holds, the panel shows a sentence)
+            return ModelInfo(f"Not a usable ExtremeSeg model: {err}", False)
+        try:
+            title = recipe_catalog.recipe_entry(recipe).title
+        except KeyError:
+            title = recipe
+        clicks = "needs the object's 6 extreme points" if needs_points else "fully automatic (no clicks needed)"
+        return ModelInfo(f"{title} model; classes: {classes}; {clicks}.", True, needs_points, recipe)
+
+    def model_summary(self, model_path) -> str:
+        """One line about a model file (see :meth:`model_info`)."""
+        return self.model_info(model_path).summary
 
     def prepare_prediction(self, model_path, volume_node, points_node=None, work_folder=None,
-                           device: str = "auto", postprocess: bool = True) -> Job:
+                           device: str = "auto", postprocess: bool = True, probabilities: bool = False) -> PreparedJob:
         """Export the volume (and clicks) for ``extremeseg predict``; :class:`InputError` for a click-based
-        model without clicks. ``postprocess=False``: the network's label map without the model's cleaning."""
+        model without clicks. ``postprocess=False``: the network's label map without the model's cleaning;
+        ``probabilities``: also write each class's probability (``job.probabilities``, the effect's prior)."""
         from ExtremeSegLib.io.markups import write_points
-        from ExtremeSegLib.training.data import InputSpec
+        from ExtremeSegLib.training.inference import probability_paths
         from ExtremeSegLib.training.model_file import read_description
 
         if volume_node is None:
             raise InputError("choose the volume to segment")
-        model_path = Path(model_path)
+        model_path = optional_path(model_path)
+        if model_path is None:
+            raise InputError("choose the model file to segment with")
         description = read_description(model_path)
-        if InputSpec.from_dict(description["inputs"]).needs_points:
+        if model_needs_clicks(description):
             guide = self.placement_guide(volume_node, "extreme points", points_node)
             if points_node is None or not guide.complete:
                 raise InputError(f"this model needs the object's 6 extreme points on {volume_node.GetName()!r}: "
                                  f"{guide.message}")
+        else:
+            points_node = None  # a fully automatic model takes no clicks
         folder = self._new_job_folder(work_folder, "predict")
         image = folder / "image.nrrd"
         self._export_volume(volume_node, image)
@@ -403,29 +501,43 @@ class ExtremeSegNodeLogic:
         args = ["predict", "--model", str(model_path), "--image", str(image), "--out", str(out), "--device", device]
         if not postprocess:
             args.append("--no-postprocess")
+        probability_files = []
+        if probabilities:
+            args += ["--probability", str(folder / "probability.nrrd")]
+            probability_files = probability_paths(folder / "probability.nrrd",
+                                                  [c["name"] for c in description.get("classes", [])])
         if points_node is not None:
             points = write_points(folder / "points.mrk.json", self.placed_points(points_node), name="points")
             args += ["--points", str(points)]
-        return Job("prediction", f"Segmenting {volume_node.GetName()}", folder, folder, args,
-                   {"image": volume_node.GetID()}, output=out)
+        return PreparedJob("prediction", f"Segmenting {volume_node.GetName()}", folder, folder, args,
+                           {"image": volume_node}, output=out, probabilities=probability_files)
 
-    def start_prediction(self, job: Job, python=None) -> ChildRun:
-        """Start ``extremeseg predict ...`` in a child process."""
-        return ChildRun(cli_command(*job.command, python=python or self.python), job.run_dir).start()
+    def start_prediction(self, job: PreparedJob, python=None) -> ChildRun:
+        """Start ``extremeseg predict ...`` in a child process (cancelled by the CANCEL file in its folder)."""
+        return ChildRun(cli_command(*job.command, python=python or self.python), job.run_dir,
+                        resumable=False).start()
 
-    def import_prediction(self, job: Job, segmentation_node=None):
-        """Add the predicted segments to ``segmentation_node`` (new segments) or to a new node; ``(node, ids)``."""
+    def import_prediction(self, job: PreparedJob, segmentation_node=None):
+        """Add the predicted segments to ``segmentation_node`` (new segments) or to a new node; ``(node, ids)``.
+
+        ``(None, [])`` for a detached job (its scene was closed: the result stays in ``job.output``).
+        A target segmentation that is no longer in the scene is replaced by a new node.
+        """
         from ExtremeSegLib.io.segmentations import read_segmentation
 
+        if job.detached:
+            return None, []
+        if segmentation_node is not None and segmentation_node.GetScene() is not self.scene:
+            segmentation_node = None
         geometry, segments = read_segmentation(job.output)
-        volume_node = self.scene.GetNodeByID(job.cases["image"])
+        volume_node = job.volume_node("image", self.scene)
         name = f"{volume_node.GetName()} ExtremeSeg" if volume_node else "ExtremeSeg"
         node, ids = mrml.add_segments(segments, geometry, segmentation_node, name=name, scene=self.scene)
         return node, ids
 
     # -- console batch --------------------------------------------------------------------------------
     @staticmethod
-    def _wait(run: ChildRun, job: Job, callback) -> RunState:
+    def _wait(run: ChildRun, job: PreparedJob, callback) -> RunState:
         try:
             state = run.wait(callback=callback)
         except KeyboardInterrupt:  # Ctrl-C in a console: stop the child too, keeping its last checkpoint

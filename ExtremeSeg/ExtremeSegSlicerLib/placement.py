@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ExtremeSegLib.annotations import (AXIS_NAMES, ExtremePoints, SurfacePoints, require_distinct,
-                                       require_points_inside)
+from ExtremeSegLib.annotations import AXIS_NAMES, ExtremePoints, SurfacePoints, require_distinct, require_points_inside
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.volume import Volume
 

@@ -3,10 +3,13 @@
 The user paints scribbles as segments (one per class, one of them the background). The preview is the
 random walker from those scribbles (Grady 2006, as in the scribble recipe's pseudo-labels); with a
 trained model, the model's class probabilities are the random walker's prior, so the scribbles act as
-corrections of the prediction. Applying adds the result as NEW segments; the scribbles stay as they are
-(they are the training annotation) and the effect saves the segmentation's state for undo first.
+corrections of the prediction; the model runs in a child process (``extremeseg predict --probability``,
+:meth:`ExtremeSegNodeLogic.prepare_prediction`) and :func:`prior_from_files` reads its output. Applying adds
+the result as NEW segments, inside the Segment Editor's editable area and intensity range
+(:func:`editable_mask`) like the built-in effects; the scribbles stay as they are (they are the training
+annotation) and the effect saves the segmentation's state for undo first.
 
-Imports only slicer MRML classes (through :mod:`ExtremeSegLib.mrml`) and the core: testable headless.
+Imports only slicer MRML classes and the core: testable headless.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def compute_scribble_preview(segmentation_node, volume_node, background_segment,
     ``prior``: optional (C, I, J, K) class probabilities on the volume's grid (a model's prediction,
     classes in the same order as the segments) pulling each voxel with ``prior_weight``.
     """
-    from ExtremeSegLib.pseudolabel.extreme_points import normalise_intensities
+    from ExtremeSegLib.masks import normalise_intensities
     from ExtremeSegLib.pseudolabel.random_walker import random_walker
 
     image = mrml.volume_from_node(volume_node)
@@ -130,22 +133,71 @@ def compute_scribble_preview(segmentation_node, volume_node, background_segment,
     return ScribblePreview(image.with_array(labels), classes)
 
 
-def model_prior(model_path, volume_node, device: str = "auto"):
-    """A trained model's class probabilities ``(C, I, J, K)`` on ``volume_node``'s grid (the preview's prior).
+def prior_from_files(probability_paths, image: Volume) -> np.ndarray:
+    """The class probabilities ``(C, I, J, K)`` (background first) from ``extremeseg predict --probability`` files.
 
-    Only fully automatic models qualify (e.g. from the scribbles recipe): a model that needs extreme points
-    is refused with :class:`InputError`. Imports torch (installed on first use by the module).
+    ``probability_paths``: one foreground-probability volume per model class, on ``image``'s grid (the child
+    was given this very image); the background is what the foreground classes leave.
     """
-    from ExtremeSegLib.training.engine import select_device
-    from ExtremeSegLib.training.inference import segment_image
-    from ExtremeSegLib.training.model_file import load_model
+    from ExtremeSegLib.io.volumes import read_volume
 
-    torch_device = select_device(device)
-    model = load_model(model_path, torch_device)
-    if model.inputs.needs_points:
-        raise InputError(f"{model_path} needs extreme points as input; the scribble effect uses fully automatic "
-                         "models (e.g. one trained with the scribbles recipe)")
-    return segment_image(model, mrml.volume_from_node(volume_node), None, torch_device).probabilities
+    foreground = []
+    for path in probability_paths:
+        volume = read_volume(path)
+        if not volume.same_geometry(image):
+            raise InputError(f"{path} is not on the grid of the volume being segmented; run the preview again")
+        foreground.append(np.clip(volume.array.astype(np.float32), 0.0, 1.0))
+    foreground = np.stack(foreground)
+    background = np.clip(1.0 - foreground.sum(axis=0), 0.0, 1.0)
+    return np.concatenate([background[None], foreground])
+
+
+def _oriented_geometry(geometry: Volume):
+    import slicer
+    import vtk
+
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(0, geometry.shape[0] - 1, 0, geometry.shape[1] - 1, 0, geometry.shape[2] - 1)
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(geometry.ijk_to_ras[r, c]))
+    image.SetImageToWorldMatrix(matrix)
+    return image
+
+
+def editable_mask(segmentation_node, editor_node, volume_node, geometry: Volume) -> np.ndarray:
+    """Bool ``[i, j, k]`` on ``geometry``'s grid: where the Segment Editor's masking settings allow editing.
+
+    ``editor_node``: the Segment Editor's ``vtkMRMLSegmentEditorNode`` (editable area, mask segment, source
+    intensity range); ``None`` allows editing everywhere. The same rule as the built-in effects
+    (``vtkMRMLSegmentationNode.GenerateEditMask``).
+    """
+    from vtk.util import numpy_support
+
+    if editor_node is None:
+        return np.ones(geometry.shape, bool)
+    import slicer
+
+    reference = _oriented_geometry(geometry)
+    source, intensity_range = None, None
+    # "Source" since Slicer 5.2; the "Master" names remain as aliases
+    intensity_mask = (getattr(editor_node, "GetSourceVolumeIntensityMask", None)
+                      or editor_node.GetMasterVolumeIntensityMask)
+    if intensity_mask() and volume_node is not None:
+        get_range = (getattr(editor_node, "GetSourceVolumeIntensityMaskRange", None)
+                     or editor_node.GetMasterVolumeIntensityMaskRange)
+        intensity_range = list(get_range())
+        source = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(volume_node)
+    mask = slicer.vtkOrientedImageData()
+    if not segmentation_node.GenerateEditMask(mask, editor_node.GetMaskMode(), reference, "",
+                                              editor_node.GetMaskSegmentID() or "", source, intensity_range):
+        raise InputError("the Segment Editor's masking settings cannot be applied; check the editable area")
+    scalars = mask.GetPointData().GetScalars()
+    if scalars is None:
+        return np.ones(geometry.shape, bool)
+    locked = numpy_support.vtk_to_numpy(scalars).reshape(geometry.shape[::-1]).transpose(2, 1, 0)
+    return locked == 0  # GenerateEditMask marks the voxels that must not change
 
 
 def show_preview(preview: ScribblePreview, preview_node) -> list:
@@ -155,10 +207,16 @@ def show_preview(preview: ScribblePreview, preview_node) -> list:
     return ids
 
 
-def apply_preview(preview: ScribblePreview, segmentation_node) -> list:
+def apply_preview(preview: ScribblePreview, segmentation_node, editable=None) -> list:
     """Add the preview's classes to ``segmentation_node`` as new segments (named "<scribble> (ExtremeSeg)").
 
-    Existing segments, the scribbles included, are left untouched. Returns the new segment IDs.
+    ``editable``: bool ``[i, j, k]`` on the preview's grid (:func:`editable_mask`); outside it the new segments
+    stay empty. Existing segments, the scribbles included, are left untouched. Returns the new segment IDs.
     """
-    _, ids = mrml.add_segments(preview.result_segments(), preview.labels, segmentation_node)
+    segments = preview.result_segments()
+    if editable is not None:
+        if editable.shape != preview.labels.shape:
+            raise InputError("the editable area is not on the preview's grid; preview again")
+        segments = [Segment(s.name, s.mask & editable, s.color, s.segment_id) for s in segments]
+    _, ids = mrml.add_segments(segments, preview.labels, segmentation_node)
     return ids

@@ -3,8 +3,10 @@
 Thin GUI over ``ExtremeSegSlicerLib.scribble_preview`` (tested headless): the visible segments are the
 classes, one of them chosen as the background; Preview runs the random walker from the scribbles (with a
 trained ExtremeSeg model, its prediction is the prior and the scribbles correct it) and shows the result
-in a preview segmentation; Apply saves the state for undo and adds the result as new segments; Cancel
-drops the preview. The scribbles themselves are never modified.
+in a preview segmentation; Apply saves the state for undo and adds the result as new segments, inside the
+Segment Editor's editable area and intensity range; Cancel drops the preview. The scribbles themselves are
+never modified. The model's prediction runs in a child process (``extremeseg predict``, as in the panel)
+with a progress dialog that can cancel it; missing packages are offered for installation first.
 """
 
 import logging
@@ -12,18 +14,23 @@ import os
 
 import ctk
 import qt
-import vtk
-
 import slicer
+import vtk
+from ExtremeSegSlicerLib.scribble_preview import (
+    apply_preview,
+    compute_scribble_preview,
+    editable_mask,
+    prior_from_files,
+    show_preview,
+)
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
-from ExtremeSegSlicerLib.scribble_preview import apply_preview, compute_scribble_preview, model_prior, show_preview
-
-#: the node reference and parameter Slicer's auto-complete effects use for their preview, so that
-#: only one effect owns a preview at a time
-PREVIEW_REFERENCE_ROLE = "SegmentationResultPreview"
-PREVIEW_OWNER_PARAMETER = "SegmentationResultPreviewOwnerEffect"
+#: this effect's own reference from the Segment Editor's parameter node to its preview (the shared
+#: "SegmentationResultPreview" belongs to Slicer's auto-complete effects)
+PREVIEW_REFERENCE_ROLE = "ExtremeSegScribblesPreview"
 PREVIEW_OPACITY = 0.6
+#: how often the model's child process is read (ms)
+POLL_INTERVAL_MS = 250
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -35,6 +42,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         scriptedEffect.requireSegments = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self._preview = None
+        self._modelRun = None  # (job, ChildRun, progress dialog) while the model predicts
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.connect("timeout()", self.onPollModel)
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
@@ -103,6 +114,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.applyButton.connect("clicked()", self.onApply)
 
     def cleanup(self):
+        self._pollTimer.stop()
+        if self._modelRun is not None:
+            self._modelRun[1].kill()
         for widget, signal, slot in ((self.previewButton, "clicked()", self.onPreview),
                                      (self.cancelButton, "clicked()", self.onCancel),
                                      (self.applyButton, "clicked()", self.onApply)):
@@ -112,15 +126,18 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return slicer.util.mainWindow().cursor  # no painting cursor: this effect does not paint
 
     def setMRMLDefaults(self):
-        self.scriptedEffect.setParameterDefault("BackgroundSegmentID", "")
+        # Slicer stores no empty value, so "BackgroundSegmentID" and "ModelPath" have no default: see _parameter
         self.scriptedEffect.setParameterDefault("Beta", 130.0)
-        self.scriptedEffect.setParameterDefault("ModelPath", "")
+
+    def _parameter(self, name):
+        """A text parameter, "" when unset (reading an undefined parameter logs a critical error in Slicer)."""
+        return self.scriptedEffect.parameter(name) if self.scriptedEffect.parameterDefined(name) else ""
 
     def activate(self):
         self.updateGUIFromMRML()
 
     def deactivate(self):
-        self.removePreview()
+        pass  # the preview stays, for Apply after painting more with another effect
 
     # -- GUI <-> parameters ---------------------------------------------------------------------
     def _visibleSegments(self):
@@ -132,7 +149,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return segmentationNode, [ids.GetValue(n) for n in range(ids.GetNumberOfValues())]
 
     def _backgroundSegmentId(self, segmentationNode, visible):
-        chosen = self.scriptedEffect.parameter("BackgroundSegmentID")
+        chosen = self._parameter("BackgroundSegmentID")
         if chosen in visible:
             return chosen
         for segmentId in visible:  # a segment named like "background" is the natural default
@@ -157,13 +174,14 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.betaSlider.value = self.scriptedEffect.doubleParameter("Beta")
         self.betaSlider.blockSignals(wasBlocked)
         wasBlocked = self.modelPathLineEdit.blockSignals(True)
-        self.modelPathLineEdit.currentPath = self.scriptedEffect.parameter("ModelPath")
+        self.modelPathLineEdit.currentPath = self._parameter("ModelPath")
         self.modelPathLineEdit.blockSignals(wasBlocked)
 
         hasPreview = self.getPreviewNode() is not None
-        self.applyButton.enabled = hasPreview
+        self.applyButton.enabled = hasPreview and self._preview is not None
         self.cancelButton.enabled = hasPreview
         self.previewButton.text = "Update" if hasPreview else "Preview"
+        self.previewButton.enabled = self._modelRun is None
 
     def updateMRMLFromGUI(self, *_):
         combo = self.backgroundSegmentComboBox
@@ -173,10 +191,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # -- preview / apply / cancel -----------------------------------------------------------------
     def getPreviewNode(self):
-        node = self.scriptedEffect.nodeReference(PREVIEW_REFERENCE_ROLE)
-        if node and self.scriptedEffect.parameter(PREVIEW_OWNER_PARAMETER) != self.scriptedEffect.name:
-            return None  # another effect's preview
-        return node
+        node = self.scriptedEffect.parameterSetNode().GetNodeReference(PREVIEW_REFERENCE_ROLE)
+        return node if node is not None and node.GetScene() is slicer.mrmlScene else None
 
     def _sourceVolumeNode(self):
         parameterSetNode = self.scriptedEffect.parameterSetNode()
@@ -184,15 +200,57 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return getter()
 
     def onPreview(self):
-        segmentationNode, visible = self._visibleSegments()
+        from ExtremeSegSlicerLib.installer import ensure_dependencies, python_executable
+        from ExtremeSegSlicerLib.logic import ExtremeSegNodeLogic
+
+        segmentationNode, _ = self._visibleSegments()
         volumeNode = self._sourceVolumeNode()
         if not segmentationNode or not volumeNode:
             slicer.util.errorDisplay("Select a segmentation and its source volume first.")
             return
+        if not ensure_dependencies():  # the random walker needs scikit-image, a model torch
+            return
+        modelPath = self._parameter("ModelPath")
+        if not modelPath:
+            self.computePreview(None)
+            return
+        with slicer.util.tryWithErrorDisplay("Cannot run the ExtremeSeg model.", waitCursor=True):
+            logic = ExtremeSegNodeLogic(python=python_executable())
+            job = logic.prepare_prediction(modelPath, volumeNode, probabilities=True)
+            run = logic.start_prediction(job)
+            dialog = slicer.util.createProgressDialog(labelText="ExtremeSeg model: predicting...", maximum=0,
+                                                      windowTitle="ExtremeSeg Scribbles")
+            dialog.connect("canceled()", run.cancel)
+            self._modelRun = (job, run, dialog)
+            self._pollTimer.start()
+        self.updateGUIFromMRML()
+
+    def onPollModel(self):
+        job, run, dialog = self._modelRun
+        run.poll()
+        if not run.state.finished:
+            dialog.labelText = f"ExtremeSeg model: {run.state.summary()}"
+            return
+        self._pollTimer.stop()
+        dialog.close()
+        self._modelRun = None
+        if run.state.status == "done":
+            with slicer.util.tryWithErrorDisplay("Reading the model's prediction failed."):
+                from ExtremeSegLib import mrml
+
+                self.computePreview(prior_from_files(job.probabilities, mrml.geometry_from_node(
+                    self._sourceVolumeNode())))
+        elif run.state.status == "failed":
+            slicer.util.errorDisplay(f"The ExtremeSeg model failed: {run.state.error}", detailedText=run.stderr_tail)
+        self.updateGUIFromMRML()
+
+    def computePreview(self, prior):
+        """The random walker from the scribbles (``prior``: the model's probabilities, or None) into the preview."""
+        segmentationNode, visible = self._visibleSegments()
+        volumeNode = self._sourceVolumeNode()
+        slicer.util.showStatusMessage("ExtremeSeg Scribbles: computing the preview...")
         with slicer.util.tryWithErrorDisplay("ExtremeSeg scribble preview failed.", waitCursor=True):
-            modelPath = self.scriptedEffect.parameter("ModelPath")
             background = self._backgroundSegmentId(segmentationNode, visible)
-            prior = model_prior(modelPath, volumeNode) if modelPath else None
             self._preview = compute_scribble_preview(
                 segmentationNode, volumeNode, background, visible, beta=self.scriptedEffect.doubleParameter("Beta"),
                 prior=prior, prior_weight=1.0 if prior is not None else 0.0)
@@ -203,18 +261,21 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 previewNode.CreateDefaultDisplayNodes()
                 previewNode.GetDisplayNode().SetVisibility2DOutline(False)
                 previewNode.GetDisplayNode().SetOpacity(PREVIEW_OPACITY)
-                self.scriptedEffect.setCommonNodeReference(PREVIEW_REFERENCE_ROLE, previewNode)
-                self.scriptedEffect.setCommonParameter(PREVIEW_OWNER_PARAMETER, self.scriptedEffect.name)
+                self.scriptedEffect.parameterSetNode().SetNodeReferenceID(PREVIEW_REFERENCE_ROLE, previewNode.GetID())
             show_preview(self._preview, previewNode)
+        slicer.util.showStatusMessage("")
         self.updateGUIFromMRML()
 
     def onApply(self):
-        segmentationNode = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
+        parameterSetNode = self.scriptedEffect.parameterSetNode()
+        segmentationNode = parameterSetNode.GetSegmentationNode()
         if self._preview is None or segmentationNode is None:
             return
         self.scriptedEffect.saveStateForUndo()  # Undo in the Segment Editor removes the added segments
         with slicer.util.tryWithErrorDisplay("Adding the ExtremeSeg result failed.", waitCursor=True):
-            newIds = apply_preview(self._preview, segmentationNode)
+            # like the built-in effects: only inside the editable area and intensity range
+            editable = editable_mask(segmentationNode, parameterSetNode, self._sourceVolumeNode(), self._preview.labels)
+            newIds = apply_preview(self._preview, segmentationNode, editable)
             logging.info(f"ExtremeSeg Scribbles: added segments {newIds}")
         self.removePreview()
 
@@ -224,8 +285,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def removePreview(self):
         self._preview = None
         previewNode = self.getPreviewNode()
+        self.scriptedEffect.parameterSetNode().RemoveNodeReferenceIDs(PREVIEW_REFERENCE_ROLE)
         if previewNode is not None:
-            self.scriptedEffect.setCommonNodeReference(PREVIEW_REFERENCE_ROLE, None)
-            self.scriptedEffect.setCommonParameter(PREVIEW_OWNER_PARAMETER, "")
             slicer.mrmlScene.RemoveNode(previewNode)
         self.updateGUIFromMRML()

@@ -83,8 +83,15 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
-    from ..evaluation import (METHODS, MethodOptions, discover_cases, load_split, make_method, run_benchmark,
-                              select_cases)
+    from ..evaluation import (
+        METHODS,
+        MethodOptions,
+        discover_cases,
+        load_split,
+        make_method,
+        run_benchmark,
+        select_cases,
+    )
     from ..progress import Progress
 
     if args.list_methods:

@@ -12,9 +12,11 @@ import os
 import shutil
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads must not spin on shared CPUs
+# before torch loads: idle OpenMP threads must not spin on shared CPUs
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..errors import InputError  # noqa: E402
+from ..io.volumes import write_text_atomically  # noqa: E402
 
 HELP = "run the whole job (points -> pseudo-labels -> training -> rounds -> segmentations + report) on sample data"
 
@@ -27,7 +29,8 @@ MARKER = ".extremeseg-demo"
 def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the results (created)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty folder the demo did not create (its files of the same names are replaced)")
+                        help="write into a non-empty folder the demo did not create (its files of the same names are "
+                             "replaced)")
     parser.add_argument("--epochs", type=int, default=12, help="epochs per round (default 12)")
     parser.add_argument("--rounds", type=int, default=3, help="training rounds at most (default 3)")
     parser.add_argument("--steps-per-epoch", type=int, default=8, help="batches per epoch (default 8)")
@@ -73,7 +76,7 @@ def _prepare_folder(out: Path, overwrite: bool) -> None:
             elif target.exists():
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by extremeseg demo\n")
+    write_text_atomically(out / MARKER, "made by extremeseg demo\n", True)
 
 
 def run(args) -> int:
@@ -90,7 +93,8 @@ def run(args) -> int:
     return 0
 
 
-def run_demo(out: Path, progress=None, sample: Path = SAMPLE, epochs: int = 12, rounds: int = 3, steps: int = 8) -> dict:
+def run_demo(out: Path, progress=None, sample: Path = SAMPLE, epochs: int = 12, rounds: int = 3,
+             steps: int = 8) -> dict:
     """Train on the sample cases, segment the held-out ones with their clicks, write the report; returns paths."""
     from ..evaluation.overlay import write_overlay_png
     from ..evaluation.report import make_results, write_report
@@ -100,7 +104,8 @@ def run_demo(out: Path, progress=None, sample: Path = SAMPLE, epochs: int = 12, 
     from ..recipes import JobConfig, predict, train
 
     config_path = out / "job.json"
-    config_path.write_text(json.dumps(demo_config(out, sample, epochs, rounds, steps), indent=1) + "\n")
+    write_text_atomically(config_path, json.dumps(demo_config(out, sample, epochs, rounds, steps), indent=1) + "\n",
+                          True)  # the demo's own folder (_prepare_folder): its files are replaced
     config = JobConfig.from_json(config_path)
     outputs = train(config, progress)
 
@@ -148,6 +153,4 @@ def _write_summary(out: Path, outputs: dict, results: dict) -> Path:
               "P.mrk.json --out OUT.seg.nrrd`)",
               "- `run/segmentations/`, `segmentations/`: training and held-out cases as Slicer `.seg.nrrd`",
               "- `run/rounds.json`, `run/rounds.md`: per-round figures"]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text_atomically(out / "report.md", "\n".join(lines) + "\n", True)

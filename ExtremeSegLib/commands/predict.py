@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads must not spin on shared CPUs
+# before torch loads: idle OpenMP threads must not spin on shared CPUs
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..errors import CancelledError, InputError  # noqa: E402
 
@@ -26,18 +27,30 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--progress-jsonl", action="store_true",
                         help="report as JSON lines on stdout (a final \"done\" event lists the files written)")
+    parser.add_argument("--cancel-file", type=Path,
+                        help="stop (exit 130, nothing written) once this file exists; default: CANCEL in the "
+                             "output's folder. SIGINT/SIGTERM stop it too")
 
 
 def run(args) -> int:
     from ..progress import Progress
     from ..recipes import predict
 
-    progress = Progress(jsonl=args.progress_jsonl)
+    # the same cancel contract as `extremeseg train`: a CANCEL file (the Slicer job folder is the output's
+    # folder) or SIGINT/SIGTERM, checked between the steps and between sliding windows
+    progress = Progress(jsonl=args.progress_jsonl, cancel_file=args.cancel_file or args.out.parent / "CANCEL")
+    progress.install_signal_handlers()
     try:
         written = predict(args.model, args.image, args.out, points=args.points, probability=args.probability,
                           device=args.device, overwrite=args.overwrite, progress=progress,
                           postprocess=not args.no_postprocess)
-    except (InputError, CancelledError) as err:
+    except CancelledError as err:
+        # a prediction keeps no checkpoint: say what happened to its output instead
+        cancelled = CancelledError(f"prediction cancelled; {args.out} was not written")
+        if args.progress_jsonl:
+            progress.emit("error", message=str(cancelled))
+        raise cancelled from err
+    except InputError as err:
         if args.progress_jsonl:
             progress.emit("error", message=str(err))
         raise

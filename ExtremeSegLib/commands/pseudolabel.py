@@ -62,7 +62,8 @@ def run(args) -> int:
     from ..pseudolabel.extreme_points import extreme_points_pseudolabel
 
     if not args.out.name.lower().endswith(".seg.nrrd"):
-        raise InputError(f"{args.out}: the segmentation is written as a .seg.nrrd file; give a name ending in .seg.nrrd")
+        raise InputError(f"{args.out}: the segmentation is written as a .seg.nrrd file; give a name ending in "
+                         ".seg.nrrd")
     for path in (args.out, args.probability):
         if path is not None and path.exists() and not args.overwrite:
             raise InputError(f"{path} already exists; choose another output name or add --overwrite")

@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads must not spin on shared CPUs
+# before torch loads: idle OpenMP threads must not spin on shared CPUs
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..errors import CancelledError, InputError  # noqa: E402
 

@@ -25,7 +25,7 @@ from ..simulate import simulate_extreme_points
 METHODS = {
     "ground-truth": "ExtremeSegLib.evaluation.methods:ground_truth",
     "extreme-box": "ExtremeSegLib.evaluation.methods:extreme_point_box",
-    "extreme-points-rw": "ExtremeSegLib.pseudolabel.extreme_points:benchmark_method",
+    "extreme-points-rw": "ExtremeSegLib.evaluation.methods:extreme_points_random_walker",
 }
 
 
@@ -76,6 +76,36 @@ def ground_truth(case, options: MethodOptions):
     return read_labelmap(case.label)
 
 
+def simulated_extreme_points(case, reference, options: MethodOptions):
+    """The 6 simulated clicks of each structure of ``options.structures`` that the reference contains.
+
+    One generator seeded per case (``options.case_seed``) draws each present structure's seed in the order
+    of ``options.structures``, so every method that simulates clicks this way sees the same clicks.
+
+    Parameters
+    ----------
+    case : Case
+        The benchmark case (its name seeds the simulation).
+    reference : Volume
+        The case's label map, array ``(I, J, K)`` of label values.
+    options : MethodOptions
+        ``structures`` (name -> label values), ``noise_mm`` (click noise, mm) and ``seed``.
+
+    Yields
+    ------
+    values : list of int
+        The structure's label values (the first marks it in a prediction).
+    points : ndarray, shape (6, 3)
+        Its simulated extreme points in RAS mm (see :func:`~ExtremeSegLib.simulate.simulate_extreme_points`).
+    """
+    rng = np.random.default_rng(options.case_seed(case))
+    for values in options.structures.values():
+        mask = np.isin(reference.array, values)
+        if not mask.any():
+            continue
+        yield values, simulate_extreme_points(reference.with_array(mask), options.noise_mm, seed=rng.integers(2**32))
+
+
 def extreme_point_box(case, options: MethodOptions):
     """Baseline: each structure's axis-aligned box spanned by its 6 simulated extreme points.
 
@@ -86,12 +116,40 @@ def extreme_point_box(case, options: MethodOptions):
 
     reference = read_labelmap(case.label)
     out = np.zeros(reference.shape, dtype=np.int16)
-    rng = np.random.default_rng(options.case_seed(case))
-    for values in options.structures.values():
-        mask = np.isin(reference.array, values)
-        if not mask.any():
-            continue
-        points = simulate_extreme_points(reference.with_array(mask), options.noise_mm, seed=rng.integers(2**32))
+    for values, points in simulated_extreme_points(case, reference, options):
         lo, hi = ExtremePoints.from_points(points, reference).box_index(reference)
         out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = values[0]
     return reference.with_array(out)
+
+
+def _option_value(value):
+    """``--option`` values arrive as numbers or strings: map "true"/"false"/"none" to Python."""
+    if isinstance(value, str) and value.lower() in ("true", "false", "none"):
+        return {"true": True, "false": False, "none": None}[value.lower()]
+    return value
+
+
+def extreme_points_random_walker(case, options: MethodOptions):
+    """The extreme-point maker (:func:`~ExtremeSegLib.pseudolabel.extreme_points.extreme_points_pseudolabel`),
+    one pseudo-label per structure.
+
+    Each structure gets the clicks of :func:`simulated_extreme_points` (the same as the ``extreme-box``
+    baseline's) and its own pseudo-label; where several structures claim a voxel (P > 0.5) the most probable
+    wins. ``options.extra`` holds maker parameters (``--option beta=300``). Returns the label map (a
+    :class:`Volume` on the image grid).
+    """
+    from ..io.volumes import read_image, read_labelmap
+    from ..pseudolabel.extreme_points import extreme_points_pseudolabel
+
+    image = read_image(case.image)
+    reference = read_labelmap(case.label)
+    params = {key: _option_value(value) for key, value in options.extra.items()}
+    out = np.zeros(image.shape, dtype=np.int16)
+    best = np.zeros(image.shape, dtype=np.float32)
+    for values, clicks in simulated_extreme_points(case, reference, options):
+        points = ExtremePoints.from_points(clicks, image)
+        foreground = extreme_points_pseudolabel(image, points, **params).probabilities[1]
+        wins = (foreground > 0.5) & (foreground > best)
+        out[wins] = values[0]
+        best[wins] = foreground[wins]
+    return image.with_array(out)

@@ -100,8 +100,8 @@ def overlay_slices(image: Volume, reference, prediction, margin_mm: float = 20.0
         rows = _resample_index(image.shape[v], spacing[v], pixel_mm)[::-1]  # higher index up
         cols = _resample_index(image.shape[u], spacing[u], pixel_mm)
 
-        def plane(volume):
-            return volume[tuple(take)].T[np.ix_(rows, cols)]  # (v, u) after the transpose
+        def plane(volume, take=tuple(take), rows=rows, cols=cols):  # bound now: B023
+            return volume[take].T[np.ix_(rows, cols)]  # (v, u) after the transpose
 
         rgb = np.repeat(plane(grey)[..., None], 3, axis=2)
         ref_edge, pred_edge = _contour(plane(reference)), _contour(plane(prediction))
@@ -124,7 +124,9 @@ def write_overlay_png(path, image: Volume, reference, prediction, **kwargs) -> P
     """Write :func:`overlay_slices` as a PNG file; returns its path."""
     import imageio.v3 as iio
 
+    from ..io.volumes import write_atomically
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, overlay_slices(image, reference, prediction, **kwargs))
-    return path
+    picture = overlay_slices(image, reference, prediction, **kwargs)
+    return write_atomically(path, True, lambda tmp: iio.imwrite(tmp, picture))

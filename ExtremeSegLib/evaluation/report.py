@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.volumes import write_text_atomically
 from ..metrics import METRICS
 
 _PACKAGES = ("numpy", "scipy", "scikit-image", "nibabel", "pynrrd", "torch", "monai")
@@ -209,6 +210,7 @@ def write_report(results: dict, out_dir, title: str = None) -> dict:
     if title:
         results = {**results, "title": title}
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
-    json_path.write_text(json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n")
-    md_path.write_text(markdown(results))
+    # a report folder belongs to its benchmark run: its two files are replaced, each atomically
+    write_text_atomically(json_path, json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n", True)
+    write_text_atomically(md_path, markdown(results), True)
     return {"json": json_path, "markdown": md_path}

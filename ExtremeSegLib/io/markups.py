@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .volumes import require_readable_file, write_atomically
+from .volumes import require_readable_file, write_text_atomically
 
 #: Schema version written; every Slicer 5 release reads it.
 SCHEMA_URL = (
@@ -184,4 +184,4 @@ def write_points(path, points_ras, labels=None, name: str = "ExtremePoints", ove
         ],
     }
     text = json.dumps(document, indent=4)
-    return write_atomically(path, overwrite, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return write_text_atomically(path, text, overwrite)

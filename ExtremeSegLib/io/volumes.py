@@ -88,6 +88,11 @@ def write_atomically(path, overwrite: bool, write) -> Path:
     return path
 
 
+def write_text_atomically(path, text: str, overwrite: bool) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`write_atomically`; returns the path."""
+    return write_atomically(path, overwrite, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 # -- NRRD geometry (shared with segmentations.py) ----------------------------------------------
 def read_nrrd(path) -> tuple[np.ndarray, dict]:
     """``(data, header)`` of an NRRD file, data in file axis order (fastest axis first).

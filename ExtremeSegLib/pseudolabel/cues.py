@@ -20,10 +20,23 @@ _CHUNK_VOXELS = 4_000_000
 
 
 def point_heatmaps(points_ras, geometry: Volume, sigma_mm: float = 3.0) -> np.ndarray:
-    """float32 (I, J, K): max over the points of exp(-d^2 / (2 sigma^2)), d = distance in mm to the point.
+    """Gaussian blobs at the clicks: the max over the points of ``exp(-d^2 / (2 sigma^2))``.
 
-    points_ras: (N, 3) RAS mm. sigma_mm: standard deviation of each blob in mm. Values below exp(-8)
-    (beyond 4 sigma) are 0; each blob is computed only in its 4-sigma window.
+    Each blob is computed only in its 4-sigma window; values beyond 4 sigma (below ``exp(-8)``) are 0.
+
+    Parameters
+    ----------
+    points_ras : array_like, shape (N, 3)
+        Points in RAS mm.
+    geometry : Volume
+        The grid the heatmap lies on (shape ``(I, J, K)``, IJK-to-RAS in mm).
+    sigma_mm : float, optional
+        Standard deviation of each blob in mm (> 0).
+
+    Returns
+    -------
+    ndarray of float32, shape (I, J, K)
+        Peak 1 at each point; ``d`` is the distance in mm from the voxel centre to the point.
     """
     pts = np.asarray(points_ras, dtype=float).reshape(-1, 3)
     if not np.all(np.isfinite(pts)):
@@ -67,15 +80,28 @@ def _segment_frame(extreme: ExtremePoints):
 
 
 def confidence_map(extreme: ExtremePoints, geometry: Volume, min_spread_mm: float | None = None) -> np.ndarray:
-    """float32 (I, J, K) in (0, 1]: paper 002's confidence that a voxel lies on the object.
+    """Paper 002's confidence that a voxel lies on the object, generalised to 3D.
 
     For each of the 3 segments joining opposite extreme points, d_s = distance (mm) from the voxel to the
     segment divided by the object's spread along the segment on the voxel's side of the centre c (the
     distance from c's projection to that end; 002's Algorithm 1). The 2D formula f = 1 / (1 + d1 * d2),
     d1 = min and d2 = root-sum-of-squares of the normalised distances, is applied over the 3 segments:
     f = 1 on every segment, and it decays with the distance from them, faster where the object is thin.
-    ``min_spread_mm`` (default: the largest voxel size) bounds the spreads from below so that a centre close
-    to one end does not make f collapse on that side.
+
+    Parameters
+    ----------
+    extreme : ExtremePoints
+        The 6 clicks (RAS mm).
+    geometry : Volume
+        The grid of the map (shape ``(I, J, K)``).
+    min_spread_mm : float, optional
+        Lower bound of the spreads (mm), so that a centre close to one end does not make f collapse on that
+        side; default: the largest voxel size.
+
+    Returns
+    -------
+    ndarray of float32, shape (I, J, K)
+        Values in (0, 1].
     """
     a, u, length, t_centre = _segment_frame(extreme)
     floor = float(geometry.spacing.max()) if min_spread_mm is None else float(min_spread_mm)

@@ -26,6 +26,7 @@ from scipy import ndimage as ndi
 
 from ..annotations import ExtremePoints
 from ..errors import InputError
+from ..masks import close_mm, convex_slices, dilate_mm, fill_enclosed_holes, keep_connected_to, normalise_intensities
 from ..volume import Volume
 from .cues import confidence_map
 from .geodesic import extreme_point_paths, gradient_magnitude
@@ -36,30 +37,33 @@ from .random_walker import memory_estimate, random_walker
 DEFAULT_MEMORY_LIMIT = 4 * 1024 ** 3
 
 
-
-def normalise_intensities(array: np.ndarray, low_percentile: float = 1.0, high_percentile: float = 99.0) -> np.ndarray:
-    """Map the [low, high] percentiles of ``array`` to [0, 1] (clipped), float64."""
-    data = np.asarray(array, dtype=np.float64)
-    lo, hi = np.percentile(data, [low_percentile, high_percentile])
-    if hi <= lo:
-        return np.zeros_like(data)
-    return np.clip((data - lo) / (hi - lo), 0.0, 1.0)
-
-
-def _ball_around(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
-    """Voxels within ``radius_mm`` (Euclidean, honouring spacing) of ``mask``."""
-    if radius_mm <= 0:
-        return mask.copy()
-    return ndi.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
-
-
 def seeds_from_paths(shape, paths, spacing, relaxed_lo, relaxed_hi, path_radius_mm: float,
                      background_distance_mm: float | None = None) -> np.ndarray:
-    """Seeds on a region's grid: 1 = dilated paths, 0 = outside the relaxed box or far from the paths, -1 = unknown.
+    """Random-walker seeds on a region's grid from the geodesic paths.
 
-    ``relaxed_lo``/``relaxed_hi``: the relaxed box inside the region (index, hi exclusive). The ends of each path
-    are extreme points, on the object's surface: only path voxels at least ``path_radius_mm`` from both ends are
-    dilated, so the seeds do not spill out of the object there (the path itself stays a seed all along).
+    The ends of each path are extreme points, on the object's surface: only path voxels at least
+    ``path_radius_mm`` from both ends are dilated, so the seeds do not spill out of the object there (the path
+    itself stays a seed all along).
+
+    Parameters
+    ----------
+    shape : sequence of 3 ints
+        The region's shape ``(I, J, K)``.
+    paths : sequence of ndarrays of int, shape (N_a, 3)
+        Voxel indices of each path in the region.
+    spacing : sequence of 3 floats
+        Voxel size in mm per axis.
+    relaxed_lo, relaxed_hi : sequence of 3 ints
+        The relaxed box inside the region (voxel indices, ``hi`` exclusive).
+    path_radius_mm : float
+        Dilation radius of the paths (mm).
+    background_distance_mm : float, optional
+        Voxels farther than this (mm) from every path are background seeds too (``None``: off).
+
+    Returns
+    -------
+    ndarray of int16, shape (I, J, K)
+        1 = dilated paths, 0 = outside the relaxed box or far from the paths, -1 = unknown.
     """
     spacing = np.asarray(spacing, dtype=float)
     on_path = np.zeros(shape, dtype=bool)
@@ -75,69 +79,49 @@ def seeds_from_paths(shape, paths, spacing, relaxed_lo, relaxed_hi, path_radius_
     seeds[~inside] = 0
     if background_distance_mm is not None:
         seeds[ndi.distance_transform_edt(~on_path, sampling=spacing) > background_distance_mm] = 0
-    seeds[(_ball_around(core, path_radius_mm, spacing) | on_path) & inside] = 1
+    seeds[(dilate_mm(core, path_radius_mm, spacing) | on_path) & inside] = 1
     return seeds
 
 
 def smallest_extent_mm(points: ExtremePoints) -> float:
-    """The shortest of the three distances between opposite clicks (mm): the object's size for scaled radii."""
+    """The object's size for scaled radii: the shortest distance between opposite clicks.
+
+    Parameters
+    ----------
+    points : ExtremePoints
+        The 6 clicks (RAS mm).
+
+    Returns
+    -------
+    float
+        Distance in mm.
+    """
     return float(np.linalg.norm(points.ras[:, 1] - points.ras[:, 0], axis=1).min())
 
 
 def relaxed_box(points: ExtremePoints, image: Volume, margin_mm: float):
-    """The tight box through the clicks (``ExtremePoints.box_index``) grown by ``margin_mm`` per side, clipped.
+    """The tight box through the clicks (``ExtremePoints.box_index``) grown by a margin per side, clipped.
 
     The margin is rounded to the nearest whole number of voxels per axis (not up), so that a 2 mm margin does
     not add a whole 10 mm slice on anisotropic images.
+
+    Parameters
+    ----------
+    points : ExtremePoints
+        The 6 clicks (RAS mm).
+    image : Volume
+        The grid the box is on.
+    margin_mm : float
+        Margin per side (mm).
+
+    Returns
+    -------
+    lo, hi : ndarray of int, shape (3,)
+        Voxel indices of the box on ``image``'s grid (``hi`` exclusive).
     """
     lo, hi = points.box_index(image, 0.0)
     pad = np.floor(margin_mm / image.spacing + 0.5).astype(int)
     return np.maximum(lo - pad, 0), np.minimum(hi + pad, image.shape)
-
-
-def _slices_across_coarsest_axis(shape, spacing):
-    """Index tuples of the 2D slices across the axis with the largest voxel size (the first on a tie)."""
-    axis = int(np.argmax(spacing))
-    for index in range(shape[axis]):
-        plane = [slice(None)] * 3
-        plane[axis] = index
-        yield tuple(plane)
-
-
-def fill_enclosed(mask: np.ndarray, spacing) -> np.ndarray:
-    """``mask`` with its holes filled in 3D and in every slice across the coarsest axis.
-
-    The per-slice fill catches holes that open only through a neighbouring slice, common with thick slices
-    (ACDC: papillary muscles inside the left ventricle).
-    """
-    filled = ndi.binary_fill_holes(mask)
-    for plane in _slices_across_coarsest_axis(mask.shape, spacing):
-        filled[plane] = ndi.binary_fill_holes(filled[plane])
-    return filled
-
-
-def convex_slices(mask: np.ndarray, spacing) -> np.ndarray:
-    """``mask`` replaced, slice by slice across the coarsest axis, by the convex hull of each slice's part.
-
-    A shape prior for objects that are convex in those slices (a ventricle's cavity in short-axis slices, with
-    the trabeculae and papillary muscles the random walker leaves out); not for rings or curved objects.
-    """
-    from skimage.morphology import convex_hull_image
-
-    hull = mask.copy()
-    for plane in _slices_across_coarsest_axis(mask.shape, spacing):
-        if hull[plane].any():
-            hull[plane] = convex_hull_image(mask[plane])
-    return hull
-
-
-def keep_connected_to(foreground: np.ndarray, seeds_mask: np.ndarray) -> np.ndarray:
-    """The 26-connected components of ``foreground`` that touch ``seeds_mask``."""
-    labels, n = ndi.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
-        return foreground
-    touched = np.unique(labels[seeds_mask & foreground])
-    return np.isin(labels, touched[touched > 0])
 
 
 def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_margin_mm: float = 1.0,
@@ -156,41 +140,71 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     Defaults were tuned on 40 hippocampus and 20 ACDC cases and hold for both (see
     ``benchmarks/results/pseudolabel_extreme.md``).
 
-    Seeds
-      box_margin_mm: the tight box through the clicks is relaxed by this much per side (click noise; rounded to
-        whole voxels per axis); beyond it everything is background.
-      path_radius_mm: the geodesic paths are dilated by this radius (mm) into foreground seeds; None (default):
+    Parameters
+    ----------
+    image : Volume
+        The image, array ``(I, J, K)`` (finite), spacing in mm.
+    points : ExtremePoints
+        The 6 clicks (RAS mm).
+    box_margin_mm : float, optional
+        The tight box through the clicks is relaxed by this much per side (click noise; rounded to whole voxels
+        per axis); beyond it everything is background.
+    path_radius_mm : float, optional
+        The geodesic paths are dilated by this radius (mm) into foreground seeds; ``None`` (default):
         ``path_radius_fraction`` of the smallest distance between opposite clicks, at least 1 mm (paper 000 notes
         that the dilation depends on the organ's size).
-      background_distance_mm: voxels farther than this from every path are background seeds too (None: off;
-        paper 000 uses 30 mm for spleen and liver).
-    Paths (:func:`.geodesic.geodesic_cost`)
-      euclidean_weight, gradient_weight, auto_scale: the cost terms, each scaled to 0..1 by paper 001's automatic
+    path_radius_fraction : float, optional
+    background_distance_mm : float, optional
+        Voxels farther than this (mm) from every path are background seeds too (``None``: off; paper 000 uses
+        30 mm for spleen and liver).
+    euclidean_weight, gradient_weight, auto_scale : optional
+        The path cost terms (:func:`.geodesic.geodesic_cost`), each scaled to 0..1 by paper 001's automatic
         policy, then weighted (a Euclidean weight of 10 keeps the paths from running round the object along its
-        dark rim, e.g. the myocardium round the left ventricle); gradient_sigma_mm: Gaussian smoothing (mm) of the
-        intensities before the gradient.
-      path_intensity_weight: > 0 (default 1; 0 = off) re-routes the paths ``path_intensity_rounds`` times through
-        voxels whose intensity looks like the paths' own (cost term ``weight * P(background | intensity)`` from
-        histograms of the path voxels and the background seeds, paper 001's deep geodesics with an intensity model
-        in place of a network): a path from a click that missed the object (click noise) enters it sooner and
-        stays inside. With 2 mm click noise it raised
-        hippocampus pseudo-labels from 0.730 to 0.759 and ACDC LV from 0.839 to 0.854 (docs/benchmarks.md); it
-        costs one more Dijkstra per path and round, about double the maker's time on large regions.
-    Random walker (:func:`.random_walker.random_walker`; intensities normalised to 0..1 in the region)
-      beta: edge sensitivity (paper 000: 130 with scikit-image's convention; 300 measured better here).
-      conductance_power: coupling across thick slices (1 measured best on ACDC; 2 = diffusion in mm, 0 = per voxel).
-      intensity_prior_weight: pull towards an intensity model (histograms of the seeds) (0 = off).
-      shape_prior_weight: pull towards the 3D confidence map (:func:`.cues.confidence_map`) (0 = off; helps
-        compact objects, hurts curved ones).
-      solver, tol, device: passed on.
-    Output
-      keep_connected: keep only the foreground connected to the paths. closing_fraction: close notches narrower
-        than this fraction of the smallest click distance (trabeculae at the ventricle's wall). fill_holes: fill
-        enclosed holes (3D and per slice across the coarsest axis). convex: a shape prior, off by default: each
-        slice across the coarsest axis becomes its convex hull (:func:`convex_slices`; for objects convex in
-        those slices, e.g. the left ventricle's cavity, never for the myocardium's ring).
-      trust: ``"all"`` (weight 1 everywhere) or ``"seeds"`` (weight 1 on seeds only).
-      memory_limit_bytes: :class:`InputError` when the random walker's estimated memory for the region exceeds it.
+        dark rim, e.g. the myocardium round the left ventricle).
+    gradient_sigma_mm : float, optional
+        Gaussian smoothing (mm) of the intensities before the gradient.
+    path_intensity_weight : float, optional
+        > 0 (default 1; 0 = off) re-routes the paths ``path_intensity_rounds`` times through voxels whose
+        intensity looks like the paths' own (cost term ``weight * P(background | intensity)`` from histograms of
+        the path voxels and the background seeds, paper 001's deep geodesics with an intensity model in place of
+        a network): a path from a click that missed the object (click noise) enters it sooner and stays inside.
+        With 2 mm click noise it raised hippocampus pseudo-labels from 0.730 to 0.759 and ACDC LV from 0.839 to
+        0.854 (docs/benchmarks.md); it costs one more Dijkstra per path and round, about double the maker's time
+        on large regions.
+    path_intensity_rounds : int, optional
+    beta : float, optional
+        Random-walker edge sensitivity (paper 000: 130 with scikit-image's convention; 300 measured better
+        here); the walker (:func:`.random_walker.random_walker`) runs on intensities normalised to 0..1 in the region.
+    conductance_power : float, optional
+        Coupling across thick slices (1 measured best on ACDC; 2 = diffusion in mm, 0 = per voxel).
+    intensity_prior_weight : float, optional
+        Pull towards an intensity model (histograms of the seeds) (0 = off).
+    shape_prior_weight : float, optional
+        Pull towards the 3D confidence map (:func:`.cues.confidence_map`) (0 = off; helps compact objects, hurts
+        curved ones).
+    keep_connected : bool, optional
+        Keep only the foreground connected to the paths.
+    closing_fraction : float, optional
+        Close notches narrower than this fraction of the smallest click distance (trabeculae at the ventricle's
+        wall).
+    fill_holes : bool, optional
+        Fill enclosed holes (3D and per slice across the coarsest axis).
+    convex : bool, optional
+        A shape prior, off by default: each slice across the coarsest axis becomes its convex hull
+        (:func:`convex_slices`; for objects convex in those slices, e.g. the left ventricle's cavity, never for
+        the myocardium's ring).
+    trust : {"all", "seeds"}, optional
+        Weight 1 everywhere, or weight 1 on seeds only.
+    solver, tol, device : optional
+        Passed to the random walker.
+    memory_limit_bytes : int, optional
+        :class:`InputError` when the random walker's estimated memory for the region exceeds it.
+
+    Returns
+    -------
+    PseudoLabel
+        Probabilities ``(2, I, J, K)`` and weight ``(I, J, K)`` on ``image``'s grid; P(foreground) = 0 outside
+        the relaxed box.
     """
     if trust not in ("all", "seeds"):
         raise InputError(f"trust must be 'all' or 'seeds', got {trust!r}")
@@ -264,25 +278,32 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     return PseudoLabel.from_foreground(full, image, weight)
 
 
-def close_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
-    """Morphological closing of ``mask`` by a ball of ``radius_mm`` (mm, honouring spacing).
-
-    Done with two Euclidean distance transforms instead of a structuring element: time and memory do not grow
-    with the radius (SciPy's binary morphology with a 55 x 55 x 7 ball, a ventricle's closing, ran out of memory).
-    The mask is padded by the radius so that the image border does not erode what touches it.
-    """
-    pad = np.ceil(radius_mm / np.asarray(spacing, dtype=float)).astype(int) + 1
-    padded = np.pad(mask, [(p, p) for p in pad])
-    dilated = ndi.distance_transform_edt(~padded, sampling=spacing) <= radius_mm
-    closed = ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
-    return (closed | padded)[tuple(slice(p, -p) for p in pad)]
-
-
 def postprocess(foreground: np.ndarray, seeds: np.ndarray, spacing, keep_connected: bool = True,
                 fill_holes: bool = True, closing_mm: float = 0.0, convex: bool = False) -> np.ndarray:
-    """P(foreground) cleaned: disconnected foreground (from the seeds 1) set to 0; notches narrower than
-    ``closing_mm`` (morphological closing), enclosed holes and, with ``convex``, the rest of each slice's convex
-    hull set to 1; background seeds 0."""
+    """Clean P(foreground) with what the seeds and the object's shape say.
+
+    Disconnected foreground (from the seeds 1) is set to 0; notches narrower than ``closing_mm`` (morphological
+    closing), enclosed holes and, with ``convex``, the rest of each slice's convex hull are set to 1; background
+    seeds are set to 0. Each step works on the mask P > 0.5 (helpers in :mod:`ExtremeSegLib.masks`).
+
+    Parameters
+    ----------
+    foreground : ndarray of float, shape (I, J, K)
+        P(foreground) on the region.
+    seeds : ndarray of int, shape (I, J, K)
+        1 = foreground seeds, 0 = background seeds, -1 = unknown (:func:`seeds_from_paths`).
+    spacing : sequence of 3 floats
+        Voxel size in mm per axis.
+    keep_connected, fill_holes, convex : bool, optional
+        Which steps run.
+    closing_mm : float, optional
+        Closing radius (mm; 0 = no closing).
+
+    Returns
+    -------
+    ndarray of float, shape (I, J, K)
+        The cleaned P(foreground) (a copy).
+    """
     fg = foreground.copy()
     if keep_connected:
         hard = fg > 0.5
@@ -292,7 +313,7 @@ def postprocess(foreground: np.ndarray, seeds: np.ndarray, spacing, keep_connect
         fg[close_mm(hard, closing_mm, spacing) & ~hard] = 1.0
     if fill_holes:
         hard = fg > 0.5
-        fg[fill_enclosed(hard, spacing) & ~hard] = 1.0
+        fg[fill_enclosed_holes(hard, spacing) & ~hard] = 1.0
     if convex:
         hard = fg > 0.5
         fg[convex_slices(hard, spacing) & ~hard] = 1.0
@@ -302,7 +323,24 @@ def postprocess(foreground: np.ndarray, seeds: np.ndarray, spacing, keep_connect
 
 def intensity_likelihood_ratio(intensities: np.ndarray, seeds: np.ndarray, bins: int = 32,
                                smoothing_bins: float = 1.5) -> np.ndarray:
-    """P(foreground | intensity) from smoothed histograms of the foreground (1) and background (0) seeds."""
+    """P(foreground | intensity) from smoothed histograms of the seeds.
+
+    Parameters
+    ----------
+    intensities : ndarray, shape (I, J, K)
+        Intensities normalised to 0..1.
+    seeds : ndarray of int, shape (I, J, K)
+        1 = foreground, 0 = background, other values ignored.
+    bins : int, optional
+        Histogram bins over 0..1.
+    smoothing_bins : float, optional
+        Gaussian smoothing of each histogram (in bins).
+
+    Returns
+    -------
+    ndarray of float, shape (I, J, K)
+        ``h_fg / (h_bg + h_fg)`` at each voxel's intensity.
+    """
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(intensities, edges) - 1, 0, bins - 1)
     hist = []
@@ -313,38 +351,3 @@ def intensity_likelihood_ratio(intensities: np.ndarray, seeds: np.ndarray, bins:
     ratio = hist[1] / (hist[0] + hist[1])
     return ratio[which]
 
-
-def _option_value(value):
-    """``--option`` values arrive as numbers or strings: map "true"/"false"/"none" to Python."""
-    if isinstance(value, str) and value.lower() in ("true", "false", "none"):
-        return {"true": True, "false": False, "none": None}[value.lower()]
-    return value
-
-
-def benchmark_method(case, options):
-    """Benchmark adapter (``ExtremeSegLib.evaluation.run_benchmark``): one pseudo-label per structure.
-
-    Each structure of ``options.structures`` gets its own 6 clicks simulated from the reference (seeded per case
-    as the ``extreme-box`` baseline does, so both see the same clicks) and its own pseudo-label; where several
-    structures claim a voxel (P > 0.5) the most probable wins. ``options.extra`` holds maker parameters
-    (``--option beta=300``). Returns the label map (a :class:`Volume` on the image grid).
-    """
-    from ..io.volumes import read_image, read_labelmap
-    from ..simulate import simulate_extreme_points
-
-    image = read_image(case.image)
-    reference = read_labelmap(case.label)
-    params = {key: _option_value(value) for key, value in options.extra.items()}
-    rng = np.random.default_rng(options.case_seed(case))
-    out = np.zeros(image.shape, dtype=np.int16)
-    best = np.zeros(image.shape, dtype=np.float32)
-    for values in options.structures.values():
-        mask = np.isin(reference.array, values)
-        if not mask.any():
-            continue
-        clicks = simulate_extreme_points(reference.with_array(mask), options.noise_mm, seed=rng.integers(2**32))
-        foreground = extreme_points_pseudolabel(image, ExtremePoints.from_points(clicks, image), **params).probabilities[1]
-        wins = (foreground > 0.5) & (foreground > best)
-        out[wins] = values[0]
-        best[wins] = foreground[wins]
-    return image.with_array(out)

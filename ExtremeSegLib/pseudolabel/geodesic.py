@@ -22,9 +22,21 @@ from ..errors import InputError
 
 
 def gradient_magnitude(image: np.ndarray, spacing=(1.0, 1.0, 1.0), sigma_mm: float = 0.0) -> np.ndarray:
-    """|grad image| in intensity units per mm (central differences), after optional Gaussian smoothing.
+    """Gradient magnitude (central differences), after optional Gaussian smoothing.
 
-    ``sigma_mm``: smoothing standard deviation in mm (0 = none), converted per axis with ``spacing``.
+    Parameters
+    ----------
+    image : ndarray, shape (I, J, K)
+        Intensities (any units).
+    spacing : sequence of 3 floats, optional
+        Voxel size in mm along I, J, K: the differences are taken per mm.
+    sigma_mm : float, optional
+        Smoothing standard deviation in mm (0 = none), converted per axis with ``spacing``.
+
+    Returns
+    -------
+    ndarray of float32, shape (I, J, K)
+        ``|grad image|`` in intensity units per mm (0 along axes of length 1).
     """
     data = np.asarray(image, dtype=np.float32)
     spacing = np.asarray(spacing, dtype=float)
@@ -38,14 +50,39 @@ def geodesic_cost(image: np.ndarray, spacing=(1.0, 1.0, 1.0), start=None, euclid
                   gradient_weight: float = 1.0, auto_scale: bool = True, sigma_mm: float = 0.0,
                   background_probability: np.ndarray | None = None, background_weight: float = 1.0,
                   floor: float = 1e-3, gradient: np.ndarray | None = None) -> np.ndarray:
-    """Cost per mm of travel through each voxel (float32, same shape as ``image``).
+    """Cost per mm of travel through each voxel.
 
-    cost = euclidean_weight * gamma_e + gradient_weight * gamma_g * |grad image| + background_weight * P(bg) + floor
+    ``cost = euclidean_weight * gamma_e + gradient_weight * gamma_g * |grad image| + background_weight * P(bg)
+    + floor``. With ``auto_scale`` (paper 001) gamma_e = 1 / (largest distance in mm from ``start`` to any voxel
+    of the grid) and gamma_g = 1 / (largest gradient magnitude); otherwise both are 1. ``euclidean_weight=0``
+    gives paper 000's pure gradient cost.
 
-    With ``auto_scale`` (paper 001) gamma_e = 1 / (largest distance in mm from ``start`` (an index) to any
-    voxel of ``image``'s grid) and gamma_g = 1 / (largest gradient magnitude); otherwise both are 1.
-    ``euclidean_weight=0`` gives paper 000's pure gradient cost. ``floor`` keeps every step's cost positive.
-    ``gradient``: :func:`gradient_magnitude` of ``image`` if already computed (``sigma_mm`` is then unused).
+    Parameters
+    ----------
+    image : ndarray, shape (I, J, K)
+        Intensities the gradient term is computed from.
+    spacing : sequence of 3 floats, optional
+        Voxel size in mm along I, J, K (distances and gradients in mm).
+    start : sequence of 3 ints, optional
+        Voxel index the automatic Euclidean scale is measured from (default: the grid's diagonal).
+    euclidean_weight, gradient_weight : float, optional
+        Weights of the length and gradient terms.
+    auto_scale : bool, optional
+        Scale both terms to 0..1 as paper 001 does.
+    sigma_mm : float, optional
+        Gaussian smoothing (mm) before the gradient; unused when ``gradient`` is given.
+    background_probability : ndarray, shape (I, J, K), optional
+        P(background) per voxel (clipped to 0..1), weighted by ``background_weight``: keeps paths inside the object.
+    background_weight : float, optional
+    floor : float, optional
+        Added to every voxel so that each step's cost is positive.
+    gradient : ndarray, shape (I, J, K), optional
+        :func:`gradient_magnitude` of ``image`` if already computed.
+
+    Returns
+    -------
+    ndarray of float32, shape (I, J, K)
+        Cost per mm.
     """
     spacing = np.asarray(spacing, dtype=float)
     grad = gradient_magnitude(image, spacing, sigma_mm) if gradient is None else np.asarray(gradient, np.float32)
@@ -68,9 +105,21 @@ def geodesic_cost(image: np.ndarray, spacing=(1.0, 1.0, 1.0), start=None, euclid
 
 
 def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
-    """Minimum-cost path from voxel ``start`` to voxel ``end`` (26-neighbour steps, lengths in mm).
+    """Minimum-cost path between two voxels (26-neighbour steps, step lengths in mm).
 
-    Returns (N, 3) int voxel indices, ``start`` first and ``end`` last, consecutive voxels adjacent.
+    Parameters
+    ----------
+    cost : ndarray, shape (I, J, K)
+        Cost per mm of each voxel (positive), e.g. :func:`geodesic_cost`.
+    start, end : sequence of 3 numbers
+        Voxel indices (rounded) of the path's ends, inside the grid.
+    spacing : sequence of 3 floats, optional
+        Voxel size in mm per axis.
+
+    Returns
+    -------
+    ndarray of int, shape (N, 3)
+        Voxel indices, ``start`` first and ``end`` last, consecutive voxels adjacent.
     """
     cost = np.asarray(cost, dtype=np.float64)
     start = tuple(int(v) for v in np.round(start))
@@ -86,12 +135,24 @@ def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0)) -> np.n
 
 
 def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1.0, 1.0, 1.0), **cost_params) -> list:
-    """The 3 paths joining each pair of opposite extreme points inside ``image``'s grid.
+    """The 3 minimum-cost paths joining each pair of opposite extreme points.
 
-    ``extreme_index``: (3, 2, 3) voxel indices of the pairs (as ``ExtremePoints.index``), rounded and clipped
-    to the grid. ``cost_params`` go to :func:`geodesic_cost` (the automatic scaling uses each path's start);
-    its ``gradient``, when given, saves computing :func:`gradient_magnitude` again (``sigma_mm`` is then unused).
-    Returns a list of 3 arrays (N_a, 3) of voxel indices.
+    Parameters
+    ----------
+    image : ndarray, shape (I, J, K)
+        Intensities.
+    extreme_index : ndarray, shape (3, 2, 3)
+        Voxel indices of the pairs (as ``ExtremePoints.index``), rounded and clipped to the grid.
+    spacing : sequence of 3 floats, optional
+        Voxel size in mm per axis.
+    **cost_params
+        Passed to :func:`geodesic_cost` (the automatic scaling uses each path's start); its ``gradient``, when
+        given, saves computing :func:`gradient_magnitude` again (``sigma_mm`` is then unused).
+
+    Returns
+    -------
+    list of 3 ndarrays of int, shape (N_a, 3)
+        The paths' voxel indices, one per pair.
     """
     extreme_index = np.clip(np.round(np.asarray(extreme_index, dtype=float)), 0, np.asarray(image.shape) - 1)
     sigma_mm = cost_params.pop("sigma_mm", 0.0)

@@ -71,9 +71,27 @@ BYTES_PER_VOXEL = {"cg_torch": 4 * 12, "cg_j": 8 * 20, "cg_mg": 8 * 60, "direct"
 
 def edge_weights(image: np.ndarray, spacing=(1.0, 1.0, 1.0), beta: float = 130.0, dtype=np.float64,
                  std: float | None = None, conductance_power: float = 2.0) -> list:
-    """Edge weights along each axis: ``[w0 (I-1,J,K), w1 (I,J-1,K), w2 (I,J,K-1)]`` (see module doc).
+    """Random-walker edge weights along each axis (see the module docstring).
 
-    ``std``: the intensity standard deviation that scales ``beta`` (default: this image's).
+    Parameters
+    ----------
+    image : ndarray, shape (I, J, K)
+        Intensities whose differences weaken the edges.
+    spacing : sequence of 3 floats, optional
+        Voxel size in mm along I, J, K (sets the coupling across thick slices).
+    beta : float, optional
+        Edge sensitivity (scikit-image convention).
+    dtype : numpy dtype, optional
+        Type of the weights.
+    std : float, optional
+        The intensity standard deviation that scales ``beta`` (default: this image's).
+    conductance_power : float, optional
+        Anisotropic coupling ``(h_min / h_a) ** p``; 2 = diffusion in mm, 0 = per voxel.
+
+    Returns
+    -------
+    list of 3 ndarrays
+        ``[w0 (I-1, J, K), w1 (I, J-1, K), w2 (I, J, K-1)]``.
     """
     data = np.asarray(image, dtype=np.float64)
     spacing = np.asarray(spacing, dtype=float)
@@ -89,7 +107,22 @@ def edge_weights(image: np.ndarray, spacing=(1.0, 1.0, 1.0), beta: float = 130.0
 
 
 def memory_estimate(shape, num_classes: int = 2, solver: str = "cg_torch") -> int:
-    """Approximate peak bytes the random walker needs for a region of ``shape`` voxels."""
+    """Approximate peak memory of the random walker on a region.
+
+    Parameters
+    ----------
+    shape : sequence of 3 ints
+        Region size in voxels.
+    num_classes : int, optional
+        Number of classes walked.
+    solver : str, optional
+        One of :data:`SOLVERS`.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
     solver = "cg_torch" if solver == "auto" else solver
     n = int(np.prod(shape))
     per_class = BYTES_PER_VOXEL.get(solver, BYTES_PER_VOXEL["cg_j"])
@@ -118,19 +151,39 @@ def random_walker(image: np.ndarray, seeds: np.ndarray, spacing=(1.0, 1.0, 1.0),
                   conductance_power: float = 2.0) -> np.ndarray:
     """Random-walker class probabilities.
 
-    image: (I, J, K) intensities (finite; normalise them, e.g. to 0..1, for ``beta`` to mean what it says).
-    seeds: (I, J, K) int, -1 = unlabelled, 0..C-1 = seeds of class c (at least 2 classes present).
-    spacing: voxel size in mm along I, J, K. beta: edge sensitivity (scikit-image convention).
-    solver: one of :data:`SOLVERS`. tol: relative residual of the conjugate gradients.
-    max_iter: CG iteration cap per level (default 10 * max(shape) + 100).
-    device: torch device for ``cg_torch`` ("cpu", "cuda", ...). multiscale: coarse-to-fine start (None: on
-    for ``auto`` above :data:`MULTISCALE_MIN_VOXELS` unlabelled voxels).
-    prior: optional (C, I, J, K) class probabilities pulling each voxel with strength ``prior_weight``
-    (in units of an edge weight, i.e. about 1 per neighbour in a flat region).
-    initial: optional (C, I, J, K) starting guess for the iterative solvers.
-    conductance_power: anisotropic coupling ``(h_min / h_a) ** p`` (module doc); 2 = diffusion in mm, 0 = per voxel.
+    Parameters
+    ----------
+    image : ndarray, shape (I, J, K)
+        Intensities (finite; normalise them, e.g. to 0..1, for ``beta`` to mean what it says).
+    seeds : ndarray of int, shape (I, J, K)
+        -1 = unlabelled, 0..C-1 = seeds of class c (at least 2 classes present).
+    spacing : sequence of 3 floats, optional
+        Voxel size in mm along I, J, K.
+    beta : float, optional
+        Edge sensitivity (scikit-image convention).
+    solver : str, optional
+        One of :data:`SOLVERS`.
+    tol : float, optional
+        Relative residual of the conjugate gradients.
+    max_iter : int, optional
+        CG iteration cap per level (default ``10 * max(shape) + 100``).
+    device : str or torch.device, optional
+        Torch device for ``cg_torch`` ("cpu", "cuda", ...).
+    multiscale : bool, optional
+        Coarse-to-fine start (None: on for ``auto`` above :data:`MULTISCALE_MIN_VOXELS` unlabelled voxels).
+    prior : ndarray, shape (C, I, J, K), optional
+        Class probabilities pulling each voxel with strength ``prior_weight``.
+    prior_weight : float, optional
+        In units of an edge weight, i.e. about 1 per neighbour in a flat region.
+    initial : ndarray, shape (C, I, J, K), optional
+        Starting guess for the iterative solvers.
+    conductance_power : float, optional
+        Anisotropic coupling ``(h_min / h_a) ** p`` (module docstring); 2 = diffusion in mm, 0 = per voxel.
 
-    Returns float32 (C, I, J, K) probabilities summing to 1; seed voxels are exactly 1 for their class.
+    Returns
+    -------
+    ndarray of float32, shape (C, I, J, K)
+        Probabilities summing to 1 over C; seed voxels are exactly 1 for their class.
     """
     image = np.asarray(image)
     seeds = np.asarray(seeds)
@@ -345,7 +398,8 @@ def _solve_torch_band(weights, seeds, settings: _Settings, prior, initial):
         outside = torch.from_numpy(np.where(inner == free.size, 1.0, 0.0).astype(np.float32)).to(dev)
         rhs = (edge_t * outside * torch.from_numpy(fixed[:, neighbours]).to(dev)).sum(dim=1)
         if prior_weight > 0:
-            rhs += prior_weight * torch.from_numpy(prior[solved].reshape(len(solved), -1)[:, free].astype(np.float32)).to(dev)
+            pulled = prior[solved].reshape(len(solved), -1)[:, free].astype(np.float32)
+            rhs += prior_weight * torch.from_numpy(pulled).to(dev)
         pad = torch.zeros((len(solved), 1), dtype=torch.float32, device=dev)
 
         def apply(v):

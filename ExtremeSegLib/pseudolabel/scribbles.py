@@ -20,8 +20,8 @@ import numpy as np
 
 from ..annotations import Scribbles
 from ..errors import InputError
+from ..masks import normalise_intensities
 from ..volume import Volume
-from .extreme_points import normalise_intensities
 from .label import PseudoLabel
 from .random_walker import random_walker
 
@@ -43,9 +43,24 @@ def scribbles_from_labelmap(labels: Volume, class_values, background: int = 0, u
                             what: str = "the scribbles") -> Scribbles:
     """Class-indexed scribbles from a scribble label map.
 
-    ``class_values``: for each foreground class, the label values that mark its strokes (e.g. ``[[1], [2], [3]]``).
-    ``background``: value of the background strokes. ``unannotated``: value of unpainted voxels (default: the
-    number of classes + 1, the ACDC convention and what the Slicer module exports).
+    Parameters
+    ----------
+    labels : Volume
+        The scribble label map, array ``(I, J, K)`` of label values.
+    class_values : sequence of sequences of int
+        For each foreground class, the label values that mark its strokes (e.g. ``[[1], [2], [3]]``).
+    background : int, optional
+        Value of the background strokes.
+    unannotated : int, optional
+        Value of unpainted voxels (default: the number of classes + 1, the ACDC convention and what the Slicer
+        module exports).
+    what : str, optional
+        How error messages name the scribbles.
+
+    Returns
+    -------
+    Scribbles
+        Class-indexed strokes on the label map's grid (0 = background, n = class n, :data:`UNPAINTED` elsewhere).
     """
     array = np.asarray(labels.array)
     class_values = [tuple(int(v) for v in values) for values in class_values]
@@ -77,8 +92,26 @@ def scribbles_from_segments(geometry: Volume, segments, class_names, segment_cla
 
     A segment whose name contains "background" (any case) is the background; any other segment names its class
     (exactly one of ``class_names``, ignoring case and surrounding spaces), or is mapped to one by
-    ``segment_classes`` (``{segment name: class name or "background"}``). Unknown names, empty segments and
-    strokes painted in two segments are refused with :class:`InputError`.
+    ``segment_classes``. Unknown names, empty segments and strokes painted in two segments are refused with
+    :class:`InputError`.
+
+    Parameters
+    ----------
+    geometry : Volume
+        The segmentation's grid (shape ``(I, J, K)``).
+    segments : sequence of Segment
+        Masks ``(I, J, K)`` on ``geometry``'s grid, with names.
+    class_names : sequence of str
+        The foreground classes in order (class n = ``class_names[n - 1]``).
+    segment_classes : dict, optional
+        ``{segment name: class name or "background"}``.
+    what : str, optional
+        How error messages name the scribbles.
+
+    Returns
+    -------
+    Scribbles
+        Class-indexed strokes on ``geometry``'s grid.
     """
     def key(name):
         return re.sub(r"\s+", " ", str(name).strip().lower())
@@ -114,8 +147,29 @@ def scribbles_from_segments(geometry: Volume, segments, class_names, segment_cla
 
 def read_scribbles(path, image: Volume, class_names, class_values, background: int = 0,
                    unannotated: int | None = None, segment_classes: dict | None = None) -> Scribbles:
-    """Class-indexed scribbles from a file on ``image``'s grid: a ``.seg.nrrd`` (segments by name) or a label map
-    (values; see :func:`scribbles_from_labelmap`)."""
+    """Class-indexed scribbles from a file on ``image``'s grid.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.seg.nrrd`` (segments by name, :func:`scribbles_from_segments`) or a label map (values,
+        :func:`scribbles_from_labelmap`).
+    image : Volume
+        The image the scribbles were drawn on; its geometry must match.
+    class_names : sequence of str
+        Foreground class names (for segments).
+    class_values : sequence of sequences of int
+        Foreground label values (for label maps).
+    background, unannotated : int, optional
+        Label-map values of background strokes and unpainted voxels.
+    segment_classes : dict, optional
+        ``{segment name: class name or "background"}``.
+
+    Returns
+    -------
+    Scribbles
+        Class-indexed strokes on ``image``'s grid.
+    """
     from ..io.segmentations import read_segmentation
     from ..io.volumes import read_labelmap
 
@@ -150,13 +204,35 @@ def _walk(image: np.ndarray, seeds: np.ndarray, spacing, num_classes: int, beta:
 def random_walker_probabilities(image: Volume, scribbles: Scribbles, num_classes: int, beta: float = 130.0,
                                 mode: str = "2d", solver: str | None = None, tol: float = 1e-4,
                                 device="cpu") -> np.ndarray:
-    """Class probabilities ``(num_classes, I, J, K)`` of the multi-class random walker from class-indexed
-    scribbles, on intensities normalised to 0..1 (1st-99th percentile).
+    """Multi-class random-walker probabilities from class-indexed scribbles.
 
-    ``mode="2d"``: one walk per slice across the thickest voxel axis (a slice without strokes gets all zeros,
-    i.e. no class; a slice with strokes of one class only gets that class); ``"3d"``: one walk in the volume.
-    ``solver``: see :func:`~.random_walker.random_walker`; default ``"direct"`` per slice (exact, and fastest on
-    a slice of ~10^5 voxels), ``"auto"`` in 3D.
+    Intensities are normalised to 0..1 (1st-99th percentile) first.
+
+    Parameters
+    ----------
+    image : Volume
+        The image, array ``(I, J, K)``, spacing in mm.
+    scribbles : Scribbles
+        Class-indexed strokes on ``image``'s grid.
+    num_classes : int
+        Classes including the background.
+    beta : float, optional
+        Edge sensitivity of the walker.
+    mode : {"2d", "3d"}, optional
+        ``"2d"``: one walk per slice across the thickest voxel axis (a slice without strokes gets all zeros,
+        i.e. no class; a slice with strokes of one class only gets that class); ``"3d"``: one walk in the volume.
+    solver : str, optional
+        See :func:`~.random_walker.random_walker`; default ``"direct"`` per slice (exact, and fastest on a slice
+        of ~10^5 voxels), ``"auto"`` in 3D.
+    tol : float, optional
+        Relative residual of the iterative solvers.
+    device : str or torch.device, optional
+        Where the walker solves.
+
+    Returns
+    -------
+    ndarray of float32, shape (num_classes, I, J, K)
+        Class probabilities.
     """
     if mode not in MODES:
         raise InputError(f"unknown random-walker mode {mode!r}; choose one of {list(MODES)}")
@@ -180,7 +256,20 @@ def random_walker_probabilities(image: Volume, scribbles: Scribbles, num_classes
 
 
 def seed_areas(probabilities: np.ndarray, tau: float = 0.99) -> np.ndarray:
-    """int16 map: the most probable class where its probability exceeds ``tau``, ``-1`` (unknown) elsewhere."""
+    """The voxels whose most probable class is sure enough.
+
+    Parameters
+    ----------
+    probabilities : ndarray, shape (C, I, J, K)
+        Class probabilities.
+    tau : float, optional
+        Probability the most probable class must exceed.
+
+    Returns
+    -------
+    ndarray of int16, shape (I, J, K)
+        That class where its probability exceeds ``tau``, ``-1`` (unknown) elsewhere.
+    """
     if not 0.0 < tau < 1.0:
         raise InputError(f"tau must lie in (0, 1), got {tau}")
     best = np.argmax(probabilities, axis=0).astype(np.int16)
@@ -189,10 +278,26 @@ def seed_areas(probabilities: np.ndarray, tau: float = 0.99) -> np.ndarray:
 
 def seeds_to_pseudolabel(seeds: np.ndarray, num_classes: int, geometry: Volume,
                          unknown_probabilities: np.ndarray | None = None) -> PseudoLabel:
-    """One-hot probabilities of a label map (``-1`` unknown), weight 1 where known and 0 elsewhere.
+    """A pseudo-label from a partial label map: one-hot where known, weight 1 there and 0 elsewhere.
 
-    Unknown voxels carry no loss; they hold ``unknown_probabilities`` ``(C, ...)`` (a best guess, e.g. the random
-    walker's or the network's, which is what :meth:`PseudoLabel.hard` then shows), or the background's one-hot.
+    Unknown voxels carry no loss; they hold ``unknown_probabilities`` (a best guess, e.g. the random walker's
+    or the network's, which is what :meth:`PseudoLabel.hard` then shows), or the background's one-hot.
+
+    Parameters
+    ----------
+    seeds : ndarray of int, shape (I, J, K)
+        Class indices, ``-1`` = unknown.
+    num_classes : int
+        Classes including the background.
+    geometry : Volume
+        The grid of ``seeds``.
+    unknown_probabilities : ndarray, shape (C, I, J, K), optional
+        What unknown voxels hold.
+
+    Returns
+    -------
+    PseudoLabel
+        Probabilities ``(C, I, J, K)`` and weight ``(I, J, K)`` on ``geometry``.
     """
     seeds = np.asarray(seeds)
     known = seeds >= 0
@@ -209,11 +314,22 @@ def seeds_to_pseudolabel(seeds: np.ndarray, num_classes: int, geometry: Volume,
 def scribble_seed_areas(image: Volume, scribbles: Scribbles, num_classes: int, tau: float = 0.99,
                         beta: float = 130.0, mode: str = "2d", solver: str | None = None, tol: float = 1e-4,
                         device="cpu") -> PseudoLabel:
-    """Seed areas of one volume as a :class:`PseudoLabel` on the image grid (weight 1 on seed areas, 0 unknown).
+    """Seed areas of one volume (paper 004's step 1) as a pseudo-label on the image grid.
 
-    ``num_classes`` counts the background. ``tau``: probability a voxel's class must exceed. ``beta``, ``mode``,
-    ``solver``, ``tol``, ``device``: see :func:`random_walker_probabilities`. Strokes are always seed areas of
-    their class.
+    Strokes are always seed areas of their class.
+
+    Parameters
+    ----------
+    image, scribbles, num_classes, beta, mode, solver, tol, device
+        The random walk's image ``(I, J, K)``, strokes, class count (with the background) and settings: see
+        :func:`random_walker_probabilities`.
+    tau : float, optional
+        Probability a voxel's class must exceed (:func:`seed_areas`).
+
+    Returns
+    -------
+    PseudoLabel
+        Weight 1 on seed areas, 0 where unknown.
     """
     probabilities = random_walker_probabilities(image, scribbles, num_classes, beta, mode, solver, tol, device)
     seeds = seed_areas(probabilities, tau)

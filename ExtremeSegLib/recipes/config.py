@@ -25,6 +25,9 @@ from ..training.engine import DEVICES, TrainingSettings
 from ..training.postprocess import PostprocessConfig
 
 MODALITIES = ("mri", "ct", "other")
+#: recipe name -> the config sections it sets differently from the generic defaults (``Recipe.defaults``);
+#: the registry (``recipes/__init__.py``) fills it in, so this module never imports the recipes
+RECIPE_DEFAULTS: Dict[str, dict] = {}
 
 
 @dataclass(frozen=True)
@@ -147,13 +150,17 @@ class JobConfig:
 
     # -- JSON -----------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict, base_dir=None) -> "JobConfig":
+    def from_dict(cls, data: dict, base_dir=None, defaults: Optional[dict] = None) -> "JobConfig":
         """Build and check a config from plain data; relative paths are resolved against ``base_dir``.
 
-        Sections the data leave out take the recipe's own defaults (``Recipe.defaults``, e.g. the scribble
-        recipe's cross-entropy loss), key by key, under what the data say.
+        Sections the data leave out take ``defaults`` (``{section: {key: value}}``), key by key, under what the
+        data say; ``None``: the registered defaults of the data's recipe (:data:`RECIPE_DEFAULTS`, e.g. the
+        scribble recipe's cross-entropy loss).
         """
-        config = from_plain(cls, with_recipe_defaults(data), "the config")
+        if defaults is None:
+            recipe = data.get("recipe") if isinstance(data, dict) else None
+            defaults = RECIPE_DEFAULTS.get(recipe, {}) if isinstance(recipe, str) else {}
+        config = from_plain(cls, with_defaults(data, defaults), "the config")
         return config.with_paths_resolved(Path(base_dir)) if base_dir is not None else config
 
     @classmethod
@@ -170,10 +177,11 @@ class JobConfig:
     def to_dict(self) -> dict:
         return to_plain(self)
 
-    def to_json(self, path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+    def to_json(self, path, overwrite: bool = False) -> Path:
+        """Write the config as JSON (atomically; an existing file is refused unless ``overwrite``)."""
+        from ..io.volumes import write_text_atomically
+
+        return write_text_atomically(path, json.dumps(self.to_dict(), indent=1) + "\n", overwrite)
 
     def with_paths_resolved(self, base_dir: Path) -> "JobConfig":
         """Every file path (cases, validation, output) made absolute against ``base_dir``."""
@@ -251,15 +259,12 @@ def _parse(tp, value, where: str):
     return value
 
 
-def with_recipe_defaults(data):
-    """``data`` with its recipe's ``defaults`` merged in below each section's own keys (unknown recipe: as is)."""
-    from . import RECIPES  # the registry imports this module
-
-    recipe = RECIPES.get(data.get("recipe")) if isinstance(data, dict) and isinstance(data.get("recipe"), str) else None
-    if recipe is None:
+def with_defaults(data, defaults: dict):
+    """``data`` with ``defaults`` (``{section: {key: value}}``) merged in below each section's own keys."""
+    if not defaults or not isinstance(data, dict):
         return data
     merged = dict(data)
-    for section, values in recipe.defaults.items():
+    for section, values in defaults.items():
         given = merged.get(section, {})
         merged[section] = {**values, **given} if isinstance(given, dict) else given
     return merged

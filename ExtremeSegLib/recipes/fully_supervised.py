@@ -9,15 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..pseudolabel.label import PseudoLabel
-from .rounds import Recipe
+from .recipe import Recipe
 
 
 class FullySupervisedRecipe(Recipe):
     """Dense labels (``label`` per case, mapped to classes by ``classes[].label_values``); one training round."""
 
     name = "fully_supervised"
-    title = "Full labels (the reference for weak recipes)"
-    annotation = "labels"
     refines = False
 
     def needs(self, config) -> tuple:

@@ -36,11 +36,10 @@ import numpy as np
 from ..errors import InputError
 from ..pseudolabel.deep_geodesics import GEODESIC_COSTS, click_codes
 from ..pseudolabel.label import PseudoLabel
-from ..recipe_catalog import recipe_entry
 from ..training import crf_loss
 from ..training.geodesic_objective import GeodesicObjective
 from .config import from_plain
-from .rounds import Recipe
+from .recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -73,8 +72,6 @@ class InExtremISRecipe(Recipe):
     """Extreme points (6 clicks per training case) -> fully automatic model (no clicks at inference)."""
 
     name = "inextremis"
-    title = recipe_entry(name).title
-    annotation = recipe_entry(name).annotation
     refines = False
     defaults = {"inputs": {"cues": [], "crop_to_points": False},
                 "training": {"loss": "dice_ce_focal", "augmentation": {"rotate_probability": 0.0}},

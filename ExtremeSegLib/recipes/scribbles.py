@@ -48,7 +48,7 @@ from ..pseudolabel.scribbles import (
 from ..refine.crf import PAPER_PIXEL_MM, dense_crf, require_crf_memory
 from ..refine.uncertainty import mc_dropout_relabel, mc_dropout_sampler
 from .config import from_plain
-from .rounds import Recipe, case_name
+from .recipe import Recipe, case_name
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,6 @@ class ScribblesRecipe(Recipe):
     """Scribbles (label map or ``.seg.nrrd`` per case) -> fully automatic multi-class model."""
 
     name = "scribbles"
-    title = "Scribbles (seed areas, CRF, MC-dropout uncertainty)"
-    annotation = "scribbles"
     refines = True
     # no clicks; the paper's partial cross-entropy; dropout in the innermost levels for MC-dropout uncertainty
     defaults = {"inputs": {"cues": [], "crop_to_points": False},

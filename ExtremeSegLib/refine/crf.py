@@ -53,9 +53,31 @@ def _grid_cells(shape, spacing, sigma_mm: float, intensity_span: float, sigma_in
 
 def bilateral_grid_bytes(shape, spacing, sigma_mm: float, intensity_span: float, sigma_intensity: float,
                          cells_per_sigma: float = CELLS_PER_SIGMA) -> int:
-    """Peak memory (bytes, approximate) of a :class:`BilateralGrid` over an image of ``shape`` whose intensities
-    span ``intensity_span``: the dense grid (float64 splat plus float32 blur copies, 24 bytes a cell) and the
-    splat's corner indices and weights (16 bytes per voxel and corner while they are built)."""
+    """Approximate peak memory of a :class:`BilateralGrid` over an image.
+
+    Counts the dense grid (float64 splat plus float32 blur copies, 24 bytes a cell) and the splat's corner
+    indices and weights (16 bytes per voxel and corner while they are built).
+
+    Parameters
+    ----------
+    shape : sequence of 3 ints
+        Image size in voxels.
+    spacing : sequence of 3 floats
+        Voxel size in mm per axis.
+    sigma_mm : float
+        Spatial standard deviation of the kernel (mm).
+    intensity_span : float
+        Range of the image's intensities (max - min).
+    sigma_intensity : float
+        Intensity standard deviation of the kernel (intensity units).
+    cells_per_sigma : float, optional
+        Grid cells per standard deviation on interpolated axes.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
     _, exact, sizes = _grid_cells(shape, spacing, sigma_mm, intensity_span, sigma_intensity, cells_per_sigma)
     corners = 2 ** sum(not e for e in exact)
     return int(24 * np.prod(sizes, dtype=float) + 16 * corners * np.prod(shape, dtype=float))
@@ -63,7 +85,20 @@ def bilateral_grid_bytes(shape, spacing, sigma_mm: float, intensity_span: float,
 
 def require_crf_memory(shape, spacing, sigma_mm: float, intensity_span: float, sigma_intensity: float,
                        memory_limit_bytes: float = DEFAULT_MEMORY_LIMIT, cells_per_sigma: float = CELLS_PER_SIGMA):
-    """:class:`InputError` when the CRF's bilateral grid over ``shape`` would need more than ``memory_limit_bytes``."""
+    """Refuse a CRF whose bilateral grid would need too much memory.
+
+    Parameters
+    ----------
+    shape, spacing, sigma_mm, intensity_span, sigma_intensity, cells_per_sigma
+        As for :func:`bilateral_grid_bytes`.
+    memory_limit_bytes : float, optional
+        The most the grid may need (bytes).
+
+    Raises
+    ------
+    InputError
+        When :func:`bilateral_grid_bytes` exceeds ``memory_limit_bytes``.
+    """
     needed = bilateral_grid_bytes(shape, spacing, sigma_mm, intensity_span, sigma_intensity, cells_per_sigma)
     if needed > memory_limit_bytes:
         raise InputError(
@@ -103,9 +138,22 @@ def _blur(array: np.ndarray, kernels, first_axis: int) -> np.ndarray:
 
 
 def spatial_filter(values: np.ndarray, spacing, sigma_mm: float) -> np.ndarray:
-    """``sum_j exp(-|p_i - p_j|^2 / (2 sigma_mm^2)) values[..., j]`` over the grid (self included), exactly.
+    """The Gaussian sum over the grid, exactly (separable).
 
-    values: ``(C, I, J, K)`` (or ``(I, J, K)``); spacing: voxel size in mm; positions outside count as 0.
+    ``sum_j exp(-|p_i - p_j|^2 / (2 sigma_mm^2)) values[..., j]`` with positions ``p`` in mm, self included;
+    positions outside the grid count as 0.
+
+    Parameters
+    ----------
+    values : ndarray, shape (C, I, J, K) or (I, J, K)
+    spacing : sequence of 3 floats
+        Voxel size in mm per spatial axis.
+    sigma_mm : float
+        Standard deviation (mm).
+
+    Returns
+    -------
+    ndarray, same shape as ``values``
     """
     values = np.asarray(values, dtype=np.float32)
     spatial = values if values.ndim == 3 else None
@@ -180,16 +228,38 @@ def dense_crf(probabilities: np.ndarray, image: np.ndarray, spacing, clamp: np.n
               sigma_alpha_mm: float = 2 * PAPER_PIXEL_MM, sigma_beta: float = 0.1,
               sigma_gamma_mm: float = 5 * PAPER_PIXEL_MM, iterations: int = 5,
               memory_limit_bytes: float = DEFAULT_MEMORY_LIMIT) -> np.ndarray:
-    """Mean-field marginals ``Q`` (C, I, J, K) of the fully connected CRF (see the module docstring).
+    """Mean-field marginals of the fully connected CRF (see the module docstring).
 
-    probabilities: (C, I, J, K) unary class probabilities (e.g. the network's softmax), summing to 1 over C.
-    image: (I, J, K) intensities, in the units of ``sigma_beta`` (the paper: the image normalised to zero mean
-    and unit variance, as the network sees it). spacing: voxel size in mm.
-    clamp: optional (I, J, K) int, -1 = free, c >= 0 = voxel fixed to class c (seed areas).
     Defaults are the paper's cardiac values ``w1 = 5, w2 = 10, sigma_alpha = 2, sigma_beta = 0.1, sigma_gamma = 5``
     with its pixel sigmas converted to mm (x 1.36875 mm). Only the box around the free voxels (plus the kernels'
-    reach) is computed: clamped voxels farther away cannot change anything. :class:`InputError` when the
-    appearance kernel's grid would need more than ``memory_limit_bytes`` (:func:`bilateral_grid_bytes`).
+    reach) is computed: clamped voxels farther away cannot change anything.
+
+    Parameters
+    ----------
+    probabilities : ndarray, shape (C, I, J, K)
+        Unary class probabilities (e.g. the network's softmax), summing to 1 over C.
+    image : ndarray, shape (I, J, K)
+        Intensities, in the units of ``sigma_beta`` (the paper: the image normalised to zero mean and unit
+        variance, as the network sees it).
+    spacing : sequence of 3 floats
+        Voxel size in mm.
+    clamp : ndarray of int, shape (I, J, K), optional
+        -1 = free, c >= 0 = voxel fixed to class c (seed areas).
+    appearance_weight, smoothness_weight : float, optional
+        ``w_a`` and ``w_s``.
+    sigma_alpha_mm, sigma_gamma_mm : float, optional
+        Spatial standard deviations (mm) of the appearance and smoothness kernels.
+    sigma_beta : float, optional
+        Intensity standard deviation of the appearance kernel (intensity units).
+    iterations : int, optional
+        Mean-field iterations.
+    memory_limit_bytes : float, optional
+        :class:`InputError` when the appearance kernel's grid would need more (:func:`bilateral_grid_bytes`).
+
+    Returns
+    -------
+    ndarray of float32, shape (C, I, J, K)
+        The marginals ``Q``, summing to 1 over C.
     """
     p = np.asarray(probabilities, dtype=np.float32)
     image = np.asarray(image)

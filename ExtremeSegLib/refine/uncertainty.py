@@ -18,11 +18,25 @@ from ..errors import InputError
 
 
 def welch_t_test(mean_a, var_a, n_a, mean_b, var_b, n_b):
-    """Two-sided Welch's t-test from sample means and (unbiased, ``ddof=1``) variances, element-wise.
+    """Two-sided Welch's t-test from sample means and variances, element-wise.
 
-    Returns ``(t, p)`` like ``scipy.stats.ttest_ind(a, b, equal_var=False)``. Where both variances are 0,
-    ``p`` is 0 if the means differ and 1 if they are equal (scipy gives NaN there: no evidence either way,
-    which for relabelling means "unsure").
+    Like ``scipy.stats.ttest_ind(a, b, equal_var=False)``, except where both variances are 0: ``p`` is then 0 if
+    the means differ and 1 if they are equal (scipy gives NaN there: no evidence either way, which for
+    relabelling means "unsure").
+
+    Parameters
+    ----------
+    mean_a, mean_b : array_like
+        Sample means (broadcastable shapes).
+    var_a, var_b : array_like
+        Unbiased (``ddof=1``) sample variances.
+    n_a, n_b : int
+        Sample sizes.
+
+    Returns
+    -------
+    t, p : ndarray
+        The statistic and the two-sided p-value, broadcast shape.
     """
     mean_a, var_a, mean_b, var_b = (np.asarray(x, dtype=np.float64) for x in (mean_a, var_a, mean_b, var_b))
     if n_a < 2 or n_b < 2:
@@ -89,8 +103,29 @@ class LogitSamples:
 
 def mc_dropout_relabel(sample_logits: Callable[[], np.ndarray], passes: int = 50, p_threshold: float = 0.05,
                        check_cancelled: Callable[[], None] | None = None):
-    """Run ``passes`` stochastic passes (``sample_logits()`` returns one ``(C, ...)`` logits array with dropout
-    on) and relabel: returns ``(labels uint8, unknown bool, mean softmax (C, ...) float32)``."""
+    """Relabel from Monte Carlo dropout passes (paper 004's uncertainty step).
+
+    Parameters
+    ----------
+    sample_logits : callable
+        ``sample_logits()`` returns one stochastic logits array ``(C, ...)`` (dropout on).
+    passes : int, optional
+        Stochastic passes.
+    p_threshold : float, optional
+        A voxel is unknown where Welch's t-test between the logits of its two most probable classes gives
+        ``p >= p_threshold``.
+    check_cancelled : callable, optional
+        Called between passes (raises to cancel).
+
+    Returns
+    -------
+    labels : ndarray of uint8, shape (...)
+        The most probable class of the mean softmax.
+    unknown : ndarray of bool, shape (...)
+        Voxels whose label is not sure.
+    mean : ndarray of float32, shape (C, ...)
+        Mean softmax over the passes.
+    """
     if passes < 2:
         raise InputError(f"MC dropout needs at least 2 forward passes, got {passes}")
     if not 0.0 < p_threshold < 1.0:
@@ -106,9 +141,29 @@ def mc_dropout_relabel(sample_logits: Callable[[], np.ndarray], passes: int = 50
 
 @contextmanager
 def mc_dropout_sampler(network, inputs: np.ndarray, patch_size, device, overlap: float = 0.25, batch: int = 8):
-    """A function returning one stochastic logits array ``(C, ...)`` of ``network`` over ``inputs`` ``(C_in, ...)``:
-    evaluation mode with dropout on, Gaussian-weighted sliding windows of ``patch_size`` (``batch`` windows per
-    forward pass). The network's mode is restored afterwards."""
+    """A sampler of stochastic logits of a network over one volume (a context manager).
+
+    The network is put in evaluation mode with dropout on, and evaluated with Gaussian-weighted sliding windows;
+    its mode is restored afterwards.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+    inputs : ndarray, shape (C_in, I, J, K)
+        Network inputs on the model grid.
+    patch_size : sequence of 3 ints
+        Sliding-window size in voxels.
+    device : torch.device
+    overlap : float, optional
+        Window overlap fraction.
+    batch : int, optional
+        Windows per forward pass.
+
+    Yields
+    ------
+    callable
+        ``sample()`` returning one logits array ``(C, I, J, K)``.
+    """
     import torch
     from monai.inferers import sliding_window_inference
 

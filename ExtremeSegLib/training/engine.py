@@ -261,14 +261,16 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
 
     for epoch in range(start + 1, settings.epochs + 1):
         network.train()
-        order = np.concatenate([rng.permutation(len(padded)) for _ in range(math.ceil(steps * batch / len(padded)) + 1)])
+        passes = math.ceil(steps * batch / len(padded)) + 1
+        order = np.concatenate([rng.permutation(len(padded)) for _ in range(passes)])
         cursor, total, meter = 0, 0.0, _DiceMeter()
         progress.bar(steps, f"round {round_index} epoch {epoch}/{settings.epochs}")
         for _ in range(steps):
             progress.check_cancelled()
             while True:
                 indices = order[cursor:cursor + batch]
-                x, y, w = make_batch(padded, indices, patch, rng, settings.foreground_fraction, spacing_mm, augmentation)
+                x, y, w = make_batch(padded, indices, patch, rng, settings.foreground_fraction, spacing_mm,
+                                     augmentation)
                 try:
                     loss, logits = _train_step(network, objective, parameters, optimizer, scaler, x, y, w, device,
                                                use_amp)

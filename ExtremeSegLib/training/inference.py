@@ -34,8 +34,11 @@ def predict_probabilities(network: torch.nn.Module, inputs: np.ndarray, patch_si
 
     Gaussian-weighted sliding windows of ``patch_size`` overlapping by ``overlap``; autocast on CUDA when
     ``amp``. If the GPU runs out of memory the prediction is redone on the CPU (and said through ``progress``).
+    A cancel request (``progress``) raises :class:`CancelledError` before the next window.
     """
     network.eval()
+    if progress is not None:
+        network = _CancellableNetwork(network, progress).eval()
     x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))[None]
     try:
         return _windows(network, x, patch_size, device, amp, overlap)
@@ -48,6 +51,18 @@ def predict_probabilities(network: torch.nn.Module, inputs: np.ndarray, patch_si
         return _windows(network.to("cpu"), x, patch_size, torch.device("cpu"), False, overlap)
     finally:
         network.to(device)
+
+
+class _CancellableNetwork(torch.nn.Module):
+    """``network`` asking ``progress`` whether the run was cancelled before each window batch."""
+
+    def __init__(self, network, progress):
+        super().__init__()
+        self.network, self.progress = network, progress
+
+    def forward(self, x):
+        self.progress.check_cancelled()
+        return self.network(x)
 
 
 def _windows(network, x, patch_size, device, amp, overlap) -> np.ndarray:
@@ -130,9 +145,13 @@ def predict_file(model_path, image_path, segmentation_path, points_path=None, pr
     for target in targets:
         if Path(target).exists() and not overwrite:  # before the work, not after it
             raise InputError(f"{target} already exists; choose another name or allow overwriting")
+    if progress is not None:
+        progress.check_cancelled()
     image = read_image(image_path)
     points = None
     if points_path is not None:
         points = ExtremePoints.from_points(read_points(points_path)[0], image)
     prediction = segment_image(model, image, points, torch_device, progress=progress, postprocess=postprocess)
+    if progress is not None:
+        progress.check_cancelled()  # nothing is written for a cancelled prediction
     return write_prediction(prediction, model.class_names, segmentation_path, probability_path, overwrite)

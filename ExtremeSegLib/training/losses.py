@@ -109,15 +109,38 @@ LOSSES = {
 
 
 def build_loss(name: str) -> nn.Module:
-    """A loss by its config name: ``dice`` (soft Dice), ``ce`` (partial cross-entropy), ``dice_ce`` or
-    ``dice_ce_focal`` (paper 001's sum of Dice, cross-entropy and class-balanced focal loss)."""
+    """A loss by its config name.
+
+    Parameters
+    ----------
+    name : {"dice", "ce", "dice_ce", "dice_ce_focal"}
+        Soft Dice, partial cross-entropy, their sum, or the sum with the class-balanced focal loss (paper 001).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``loss(logits (B, C, ...), target (B, C, ...), weight (B, ...)) -> scalar``.
+    """
     if name not in LOSSES:
         raise InputError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
     return LOSSES[name]()
 
 
 def one_hot_with_ignore(labels: torch.Tensor, num_classes: int, ignore_value=None):
-    """Integer labels ``(B, ...)`` -> (one-hot target ``(B, C, ...)``, weight ``(B, ...)``), weight 0 at ``ignore_value``."""
+    """One-hot targets and a weight from integer labels, weight 0 at an ignored value.
+
+    Parameters
+    ----------
+    labels : torch.Tensor of int, shape (B, ...)
+    num_classes : int
+    ignore_value : int, optional
+        Label value that carries no loss (``None``: every voxel counts).
+
+    Returns
+    -------
+    target : torch.Tensor of float32, shape (B, C, ...)
+    weight : torch.Tensor of float32, shape (B, ...)
+    """
     labels = labels.long()
     known = torch.ones_like(labels, dtype=torch.float32) if ignore_value is None else (labels != ignore_value).float()
     safe = torch.where(known > 0, labels, torch.zeros_like(labels))

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Tuple, Union
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..errors import InputError
+from ..masks import convex_slices, largest_component
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,6 @@ class PostprocessConfig:
         return cls(**data)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a boolean mask (the mask itself when it is empty)."""
-    labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if n <= 1:
-        return mask.copy()
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
-
-
 def postprocess_labels(labels: np.ndarray, spacing, settings: PostprocessConfig, box=None,
                        class_names=None) -> np.ndarray:
     """A cleaned copy of the class-index map ``labels`` (0 = background) on a grid of ``spacing`` (mm).
@@ -93,8 +83,6 @@ def postprocess_labels(labels: np.ndarray, spacing, settings: PostprocessConfig,
         kept = largest_component(mask) if settings.largest_component else mask
         out[mask & ~kept] = 0
         if settings.makes_convex(c, class_names):
-            from ..pseudolabel.extreme_points import convex_slices
-
             out[convex_slices(kept, spacing) & (out == 0)] = c
     return out
 

@@ -1,10 +1,8 @@
-"""The job every recipe shares: cases -> model grids -> pseudo-labels -> training rounds -> model + segmentations.
+"""The loop every recipe shares: cases -> model grids -> pseudo-labels -> training rounds -> model + segmentations.
 
-A recipe (:class:`Recipe`) supplies three things: the first pseudo-label of a case, the loss, and (optionally)
-how to refine a case's pseudo-label from the network's prediction between rounds. :func:`run_job` does the
-rest: reads the cases, plans the network, trains with :func:`~ExtremeSegLib.training.engine.fit`, predicts,
-refines, measures, stops when consecutive pseudo-labels agree or at the round limit, and writes the model file,
-the segmentations and the per-round history (JSON, Markdown, plot).
+:func:`run_job` reads the cases, plans the network, trains with :func:`~ExtremeSegLib.training.engine.fit`,
+predicts, refines with the recipe (:mod:`.recipe`), measures, stops when consecutive pseudo-labels agree or at
+the round limit, and writes the model file, the segmentations and the per-round history (:mod:`.history`).
 
 Run folder (``config.output``)::
 
@@ -22,152 +20,27 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..annotations import ExtremePoints
 from ..errors import InputError
-from ..evaluation.cases import volume_stem
-from ..io.markups import read_points
 from ..io.segmentations import Segment, write_segmentation
-from ..io.volumes import read_image, read_labelmap, write_atomically
+from ..io.volumes import write_atomically
 from ..metrics import dice
 from ..progress import Progress
 from ..pseudolabel.label import PseudoLabel
-from ..volume import Volume
-from ..training.data import CaseFrame, InputSpec, TrainingVolume, frame_case, median_spacing, network_inputs
+from ..training.data import TrainingVolume, median_spacing
 from ..training.engine import fit, load_checkpoint, select_device
-from ..training.inference import background_fill, predict_probabilities
-from ..training.losses import build_loss
+from ..training.inference import background_fill
 from ..training.model_file import save_model
 from ..training.networks import build_network, plan_network, total_stride
 from ..training.postprocess import clean_label_map
-from .config import CaseConfig, JobConfig, to_plain
-
-
-# -- cases ------------------------------------------------------------------------------------------------
-
-@dataclass(eq=False)
-class PreparedCase:
-    """A case ready for training: its image, model grid (``frame``), network inputs and annotations.
-
-    ``reference``: class indices (0 = background, n = ``config.classes[n - 1]``) on the image grid, from the
-    label file (``None`` without one). Recipes read other annotations (scribbles) from the case's config.
-    """
-
-    name: str
-    image: Volume
-    frame: CaseFrame
-    inputs: np.ndarray
-    points: Optional[ExtremePoints] = None
-    reference: Optional[np.ndarray] = None
-
-    def reference_on_grid(self, num_classes: int) -> np.ndarray:
-        """The reference as class probabilities ``(C,) + grid`` (one-hot, linearly resampled)."""
-        one_hot = np.stack([(self.reference == c) for c in range(num_classes)]).astype(np.float32)
-        return self.frame.to_model(one_hot, "linear")
-
-
-def class_indices(labels: np.ndarray, classes) -> np.ndarray:
-    """Label values -> class indices (uint8): 0 background, n for ``classes[n - 1].label_values``."""
-    out = np.zeros(labels.shape, dtype=np.uint8)
-    for n, cls in enumerate(classes, start=1):
-        out[np.isin(labels, cls.label_values)] = n
-    return out
-
-
-def case_name(case: CaseConfig) -> str:
-    return case.name or volume_stem(Path(case.image)) or Path(case.image).name
-
-
-def read_case(case: CaseConfig, classes) -> tuple:
-    """``(image, points or None, reference or None)`` from the case's files."""
-    image = read_image(case.image)
-    points = ExtremePoints.from_points(read_points(case.points)[0], image) if case.points else None
-    reference = None
-    if case.label:
-        label = read_labelmap(case.label)
-        image.require_same_geometry(label, f"the label {case.label}")
-        reference = class_indices(label.array, classes)
-    return image, points, reference
-
-
-def prepare_case(case: CaseConfig, name: str, read: tuple, spec: InputSpec) -> PreparedCase:
-    image, points, reference = read
-    frame = frame_case(image, spec, points)
-    return PreparedCase(name, image, frame, network_inputs(frame, spec, points), points, reference)
-
-
-# -- recipes ------------------------------------------------------------------------------------------------
-
-class Recipe:
-    """What a method supplies to the shared loop. Subclasses set ``name`` and override what they change."""
-
-    name = ""
-    #: what a user picks in the Slicer panel, and which annotation (e.g. "extreme points") the recipe trains from
-    title = ""
-    annotation = ""
-    #: whether :meth:`refine` relabels between rounds (else one training round)
-    refines = False
-    #: config sections this recipe sets differently from the generic defaults (a job's own keys win)
-    defaults: dict = {}
-
-    def needs(self, config: JobConfig) -> tuple:
-        """Per-case files training needs besides the image (``points``, ``label``, ``scribble``)."""
-        return ("points",) if config.inputs.needs_points else ()
-
-    def check(self, config: JobConfig) -> None:
-        """Recipe-specific checks of the config (:class:`InputError`)."""
-
-    def initial_label(self, job: "Job", case: PreparedCase) -> PseudoLabel:
-        """The first pseudo-label of a case, on its model grid (``case.frame.grid``)."""
-        raise NotImplementedError
-
-    def loss(self, job: "Job") -> torch.nn.Module:
-        return build_loss(job.config.training.loss)
-
-    def training_target(self, job: "Job", case: PreparedCase, label: PseudoLabel) -> np.ndarray:
-        """What the engine trains towards, ``(C + extra,) + grid``: the label's probabilities, then any channels
-        the recipe's :class:`~ExtremeSegLib.training.engine.Objective` reads (cropped and flipped with the patch)."""
-        return label.probabilities
-
-    def refine(self, job: "Job", case: PreparedCase, probabilities: np.ndarray, label: PseudoLabel) -> PseudoLabel:
-        """The next round's pseudo-label from the network's ``probabilities`` ``(C,) + grid`` and the current one."""
-        raise NotImplementedError
-
-
-@dataclass(eq=False)
-class Job:
-    """A running job: its config, recipe, device, run folder, network and what was planned for it."""
-
-    config: JobConfig
-    recipe: Recipe
-    progress: Progress
-    device: torch.device
-    folder: Path
-    inputs: InputSpec = None
-    network: torch.nn.Module = None
-    network_params: dict = field(default_factory=dict)
-    patch_size: tuple = None
-    multiple: tuple = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.config.classes) + 1
-
-    @property
-    def state_dir(self) -> Path:
-        return self.folder / "state"
-
-    def predict(self, case: PreparedCase) -> np.ndarray:
-        """Class probabilities ``(C,) + grid`` of the current network for a case."""
-        return predict_probabilities(self.network, case.inputs, self.patch_size, self.device, self.config.training.amp,
-                                     progress=self.progress)
-
+from .config import JobConfig, to_plain
+from .history import write_history, write_json
+from .recipe import PreparedCase, Recipe, RunningJob, case_name, prepare_case, read_case
 
 # -- planning -----------------------------------------------------------------------------------------------
 
@@ -197,10 +70,6 @@ def plan(config: JobConfig, spacing_mm, grid_shapes, in_channels: int, out_chann
 
 
 # -- run folder state -----------------------------------------------------------------------------------------
-
-def _write_json(path: Path, data) -> None:
-    write_atomically(path, True, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
-
 
 def save_labels(path: Path, labels) -> None:
     """Pseudo-labels of all cases (float16) in one compressed ``.npz`` file, written atomically."""
@@ -242,9 +111,9 @@ def _open_run_folder(config: JobConfig, resume: bool, config_path) -> tuple:
         raise InputError(f"output folder {folder} is not empty; choose a new or empty folder so that nothing in it "
                          "is overwritten")
     (folder / "state").mkdir(parents=True, exist_ok=True)
-    _write_json(folder / "state" / "job.json", config.to_dict())
+    write_json(folder / "state" / "job.json", config.to_dict())
     state = {"round": 0, "phase": "train", "history": []}
-    _write_json(state_file, state)  # from here on the run can be resumed, whatever happens
+    write_json(state_file, state)  # from here on the run can be resumed, whatever happens
     return folder, state
 
 
@@ -261,7 +130,8 @@ def _mean(rows) -> Optional[float]:
 
 
 def _hard_on_image(case: PreparedCase, probabilities: np.ndarray) -> np.ndarray:
-    return np.argmax(case.frame.to_image(probabilities, background_fill(probabilities.shape[0])), axis=0).astype(np.uint8)
+    on_image = case.frame.to_image(probabilities, background_fill(probabilities.shape[0]))
+    return np.argmax(on_image, axis=0).astype(np.uint8)
 
 
 # -- the loop -----------------------------------------------------------------------------------------------
@@ -280,7 +150,7 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     cancel = folder / "CANCEL"
     if cancel.exists():
         cancel.unlink()  # a request aimed at an earlier run; this run starts now
-    job = Job(config, recipe, progress, select_device(config.device), folder)
+    job = RunningJob(config, recipe, progress, select_device(config.device), folder)
     settings = config.training
     max_rounds = config.rounds.max_rounds if recipe.refines else 1
     progress.emit("start", total_epochs=settings.epochs * max_rounds, rounds=max_rounds, device=str(job.device))
@@ -335,7 +205,7 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
                          round_index=r, loss_fn=loss_fn)
             job.patch_size = result.patch_size
             state.update(phase="refine", last_loss=result.losses[-1], train_seconds=time.perf_counter() - started)
-            _write_json(job.state_dir / "state.json", state)
+            write_json(job.state_dir / "state.json", state)
         started = time.perf_counter()
         last = r + 1 >= max_rounds
         row = {"round": r, "epochs": settings.epochs, "loss": state.get("last_loss"),
@@ -348,7 +218,8 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
             final_labels[case.name] = clean_label_map(_hard_on_image(case, probabilities), case.image,
                                                       config.postprocess, case.points, config.class_names)
             if case.reference is not None:
-                label_dice.append(class_dice(_hard_on_image(case, label.probabilities), case.reference, job.num_classes))
+                label_hard = _hard_on_image(case, label.probabilities)
+                label_dice.append(class_dice(label_hard, case.reference, job.num_classes))
                 network_dice.append(class_dice(final_labels[case.name], case.reference, job.num_classes))
             if not last:
                 refined = recipe.refine(job, case, probabilities, label)
@@ -377,7 +248,8 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         )
         state["history"].append(row)
         shown = row["validation_dice"] if row["validation_dice"] is not None else row["train_dice"]
-        progress.emit("round", round=r, dice=shown, agreement=row["agreement"], pseudolabel_dice=row["pseudolabel_dice"],
+        progress.emit("round", round=r, dice=shown, agreement=row["agreement"],
+                      pseudolabel_dice=row["pseudolabel_dice"],
                       validation_dice=row["validation_dice"])
         converged = row["agreement"] is not None and row["agreement"] >= config.rounds.agreement
         if last or converged:
@@ -389,19 +261,19 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         save_labels(next_path, new_labels)
         labels = load_labels(next_path, cases)
         state.update(round=r + 1, phase="train")
-        _write_json(job.state_dir / "state.json", state)
+        write_json(job.state_dir / "state.json", state)
         (job.state_dir / f"labels_round{r}.npz").unlink(missing_ok=True)
 
     outputs = _finish(job, cases, validation, final_labels, validation_labels, state["history"])
     state.update(phase="done", outputs=outputs)
-    _write_json(job.state_dir / "state.json", state)
+    write_json(job.state_dir / "state.json", state)
     for old in job.state_dir.glob("labels_round*.npz"):
         old.unlink()
     progress.emit("done", outputs=outputs)
     return outputs
 
 
-def _finish(job: Job, cases, validation, final_labels: dict, validation_labels: dict, history: list) -> dict:
+def _finish(job: RunningJob, cases, validation, final_labels: dict, validation_labels: dict, history: list) -> dict:
     """Write the model file, the segmentations and the round history; returns their paths (strings)."""
     config = job.config
     description = {
@@ -418,7 +290,8 @@ def _finish(job: Job, cases, validation, final_labels: dict, validation_labels: 
     }
     outputs = {"model": str(save_model(job.folder / "model.pt", job.network.cpu(), description, overwrite=True))}
     job.network.to(job.device)
-    for subfolder, group, hard in (("segmentations", cases, final_labels), ("validation", validation, validation_labels)):
+    groups = (("segmentations", cases, final_labels), ("validation", validation, validation_labels))
+    for subfolder, group, hard in groups:
         if not group:
             continue
         (job.folder / subfolder).mkdir(exist_ok=True)
@@ -432,52 +305,3 @@ def _finish(job: Job, cases, validation, final_labels: dict, validation_labels: 
     outputs.update(write_history(job.folder, history, config.recipe))
     return outputs
 
-
-def write_history(folder: Path, history: list, title: str) -> dict:
-    """``rounds.json``, ``rounds.md`` and (with matplotlib) ``rounds.png`` of the per-round figures."""
-    _write_json(folder / "rounds.json", history)
-
-    def fmt(value, digits=3):
-        return "–" if value is None else f"{value:.{digits}f}"
-
-    lines = [f"# {title}: rounds", "",
-             "| Round | Epochs | Final loss | Pseudo-label Dice (train) | Network Dice (train) | Network Dice (validation) "
-             "| Agreement with next labels | Train s | Predict+refine s |", "|---" * 9 + "|"]
-    for row in history:
-        lines.append(f"| {row['round']} | {row['epochs']} | {fmt(row['loss'], 4)} | {fmt(row['pseudolabel_dice'])} | "
-                     f"{fmt(row['train_dice'])} | {fmt(row['validation_dice'])} | {fmt(row['agreement'], 4)} | "
-                     f"{fmt(row['train_seconds'], 0)} | {fmt(row['refine_seconds'], 0)} |")
-    (folder / "rounds.md").write_text("\n".join(lines) + "\n")
-    outputs = {"rounds": str(folder / "rounds.json"), "rounds_table": str(folder / "rounds.md")}
-    plot = plot_rounds(folder / "rounds.png", history, title)
-    if plot is not None:
-        outputs["rounds_plot"] = str(plot)
-    return outputs
-
-
-def plot_rounds(path: Path, history: list, title: str) -> Optional[Path]:
-    """Dice per round as a PNG; ``None`` when matplotlib is not installed (the figures are in rounds.json)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    figure = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    rounds = [row["round"] for row in history]
-    for key, name in (("pseudolabel_dice", "pseudo-labels (train)"), ("train_dice", "network (train)"),
-                      ("validation_dice", "network (validation)"), ("agreement", "agreement with next labels")):
-        values = [row.get(key) for row in history]
-        if any(v is not None for v in values):
-            axes.plot(rounds, [np.nan if v is None else v for v in values], marker="o", label=name)
-    axes.set_xlabel("round")
-    axes.set_ylabel("Dice")
-    axes.set_xticks(rounds)
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    if axes.lines:
-        axes.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
