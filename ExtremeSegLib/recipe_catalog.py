@@ -33,7 +33,7 @@ CATALOG = (
     RecipeEntry("extreme_points", "Extreme points (random walker, refinement rounds)", "extreme points", True,
                 "6 clicks per object; random-walker pseudo-labels refined over rounds; the model needs the 6 clicks "
                 "of each new volume."),
-    RecipeEntry("inextremis", "Extreme points, fully automatic model (InExtremIS: deep geodesics, CRF loss)",
+    RecipeEntry("inextremis", "Extreme points, fully automatic (InExtremIS: deep geodesics, CRF loss)",
                 "extreme points", False,
                 "6 clicks per training object; geodesics between the clicks from the network as it trains and a CRF "
                 "loss; the model segments new volumes without clicks."),

@@ -237,7 +237,7 @@ def test_an_inextremis_model_segments_a_volume_nobody_clicked(logic, case, tmp_p
     volume, points, image, truth = case
     results = logic.segment_volumes([volume], annotation="extreme points", recipe="inextremis", work_folder=tmp_path,
                                     epochs=6, settings=scenarios.TINY_JOB)
-    assert logic.model_summary(results.model_path).endswith("fully automatic.")
+    assert logic.model_summary(results.model_path).endswith("; fully automatic (no clicks needed).")
     unclicked = mrml.add_volume_node(image, "Case 2", scene=logic.scene)
     assert logic.annotation_node(unclicked, "extreme points", create=False) is None
     [(node, new_ids)] = logic.segment_with_model(results.model_path, [unclicked], work_folder=tmp_path)
