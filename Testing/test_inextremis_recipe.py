@@ -49,7 +49,9 @@ def config_from(tmp_path, data) -> JobConfig:
 def test_trains_from_clicks_and_segments_without_them(tmp_path):
     config = config_from(tmp_path, job_data(tmp_path))
     assert config.inputs.cues == () and not config.inputs.crop_to_points  # the recipe's defaults
-    outputs = train(config)
+    assert main(["train", "--config", str(tmp_path / "job.json")]) == 0
+    run = tmp_path / "run"
+    outputs = {"rounds": run / "rounds.json", "model": str(run / "model.pt")}
     history = json.loads(open(outputs["rounds"]).read())
     assert len(history) == 1 and history[0]["validation_dice"] > 0.6  # a case nobody clicked
     description = read_description(outputs["model"])
