@@ -193,25 +193,31 @@ from ExtremeSegLib.training.crf_loss import CRFLoss
 shape, spacing = [tuple(float(v) for v in part.split(",")) for part in sys.argv[1:3]]
 shape = tuple(int(n) for n in shape)
 image, logits = torch.randn((2,) + shape).clamp(-2.5, 4), torch.randn((2, 2) + shape, requires_grad=True)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
-CRFLoss(spacing)(logits, image).backward()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, time.perf_counter() - started)
+if sys.argv[3] == "crf":
+    CRFLoss(spacing)(logits, image).backward()
+else:  # the control: the same process without the loss
+    torch.softmax(logits, dim=1).sum().backward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - started)
 """
 
 
 def measure_crf_memory() -> list:
-    """Peak memory added by the CRF loss (forward + backward, batch 2, random image and logits) per patch size, each
-    in a fresh process (the peak resident set is per process)."""
+    """Peak resident memory of a process computing the CRF loss (forward + backward, batch 2, random image and
+    logits) against the same process without it, per patch size (the peak resident set is per process)."""
     import subprocess
+
+    def probe(shape, spacing, what):
+        out = subprocess.run([sys.executable, "-c", CRF_MEMORY_PROBE, ",".join(map(str, shape)),
+                              ",".join(map(str, spacing)), what], capture_output=True, text=True, check=True,
+                             cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        return [float(v) for v in out.stdout.split()]
 
     rows = []
     for shape, spacing in (((40, 56, 40), (1, 1, 1)), ((64, 64, 64), (1, 1, 1)), ((160, 160, 10), (1.5, 1.5, 10))):
-        out = subprocess.run([sys.executable, "-c", CRF_MEMORY_PROBE, ",".join(map(str, shape)),
-                              ",".join(map(str, spacing))], capture_output=True, text=True, check=True,
-                             cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
-        mib, seconds = (float(v) for v in out.stdout.split())
-        rows.append({"patch": list(shape), "spacing_mm": list(spacing), "peak_mib": mib, "seconds": seconds})
+        (peak, seconds), (control, _) = probe(shape, spacing, "crf"), probe(shape, spacing, "control")
+        rows.append({"patch": list(shape), "spacing_mm": list(spacing), "peak_mib": peak - control,
+                     "process_peak_mib": peak, "seconds": seconds})
     return rows
 
 
@@ -342,11 +348,12 @@ def markdown(results: dict) -> str:
     if memory_file.exists():
         memory = json.loads(memory_file.read_text())
         lines += ["", "## CRF loss memory", "",
-                  f"`{memory['command']}` (forward + backward, batch 2, one process each)", "",
-                  "| Patch | Spacing mm | Peak added MiB | s |", "|---|---|---|---|"]
+                  f"`{memory['command']}` (forward + backward, batch 2; peak resident memory of a process against "
+                  "the same process without the loss)", "",
+                  "| Patch | Spacing mm | Added by the CRF loss, MiB | Process peak MiB | s |", "|---|---|---|---|---|"]
         for row in memory["rows"]:
             lines.append(f"| {' x '.join(map(str, row['patch']))} | {row['spacing_mm']} | {row['peak_mib']:.0f} | "
-                         f"{row['seconds']:.2f} |")
+                         f"{row['process_peak_mib']:.0f} | {row['seconds']:.2f} |")
     error = results.get("crf_error")
     if error:
         lines += ["", "## CRF loss: bilateral grid against the exact dense form", "",
