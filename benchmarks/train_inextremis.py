@@ -321,13 +321,15 @@ def markdown(results: dict) -> str:
              "the test volumes are segmented without clicks (whole image in, no click channels, no clipping to a "
              f"box). {results['cpu']}, {results['cpu_threads']} CPU cores, no GPU, under the CPU lock. Wall times are "
              "whole jobs.", "",
-             "| Variant | Test Dice (mean ± std) | Test HD95 mm (mean) | Epochs | Wall time |", "|---|---|---|---|---|"]
+             "| Variant | Test Dice (mean ± std) | Test HD95 mm (mean) | Precision | Recall | Epochs | Wall time |",
+             "|---|---|---|---|---|---|---|"]
     for key in ("gradient", "gradient_euclidean", "deep", "deep_crf", "full"):
         if key in variants:
             v = variants[key]
             d = v["summary"]["dice"]
             lines.append(f"| {v['title']} (`{key}`) | {d['mean']:.3f} ± {d['std']:.3f} | "
-                         f"{v['summary']['hd95']['mean']:.2f} | {v['epochs']} | {v['seconds'] / 60:.1f} min |")
+                         f"{v['summary']['hd95']['mean']:.2f} | {v['summary']['precision']['mean']:.3f} | "
+                         f"{v['summary']['recall']['mean']:.3f} | {v['epochs']} | {v['seconds'] / 60:.1f} min |")
     if "deep_crf" in variants and "full" in variants:
         ratio = variants["deep_crf"]["summary"]["dice"]["mean"] / variants["full"]["summary"]["dice"]["mean"]
         lines += ["", f"Full method / full supervision Dice: **{ratio:.3f}** (target >= 0.93; paper 001: 81.9 / 87.3 "
