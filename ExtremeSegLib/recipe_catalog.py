@@ -33,6 +33,10 @@ CATALOG = (
     RecipeEntry("extreme_points", "Extreme points (random walker, refinement rounds)", "extreme points", True,
                 "6 clicks per object; random-walker pseudo-labels refined over rounds; the model needs the 6 clicks "
                 "of each new volume."),
+    RecipeEntry("inextremis", "Extreme points, fully automatic (InExtremIS: deep geodesics, CRF loss)",
+                "extreme points", False,
+                "6 clicks per training object; geodesics between the clicks from the network as it trains and a CRF "
+                "loss; the model segments new volumes without clicks."),
     RecipeEntry("scribbles", "Scribbles (seed areas, CRF, MC-dropout uncertainty)", "scribbles", False,
                 "scribbles per class; random-walker seed areas, dense-CRF recursions; fully automatic model."),
     RecipeEntry("weak_net", "Surface points (deformed template, Weak-Net)", "surface points", False,

@@ -48,7 +48,7 @@ def test_the_module_loads_before_its_dependencies_are_installed():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     names, summary = done.stdout.strip().splitlines()
-    assert names.split() == ["extreme_points", "scribbles", "weak_net", "fully_supervised"]
+    assert names.split() == ["extreme_points", "inextremis", "scribbles", "weak_net", "fully_supervised"]
     assert summary.startswith("Install ExtremeSeg's dependencies to read model files")
 
 

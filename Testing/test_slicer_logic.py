@@ -232,3 +232,16 @@ def test_recipes_are_listed_per_annotation_and_devices_match_the_engine():
     assert [r.name for r in ExtremeSegNodeLogic.recipes("scribbles")] == ["scribbles"]
     for cls in RECIPES.values():  # every recipe is reachable from the panel (dense labels are not drawn there)
         assert cls.annotation in ANNOTATIONS + ("labels",), cls.name
+
+
+def test_an_inextremis_model_segments_a_volume_nobody_clicked(logic, case, tmp_path):
+    volume, points, image, truth = case
+    results = logic.segment_volumes([volume], annotation="extreme points", recipe="inextremis", work_folder=tmp_path,
+                                    epochs=6, settings=scenarios.TINY_JOB)
+    assert logic.model_summary(results.model_path).endswith("; fully automatic (no clicks needed).")
+    unclicked = mrml.add_volume_node(image, "Case 2", scene=logic.scene)
+    assert logic.annotation_node(unclicked, "extreme points", create=False) is None
+    [(node, new_ids)] = logic.segment_with_model(results.model_path, [unclicked], work_folder=tmp_path)
+    assert len(new_ids) == 1
+    mask = mrml.segments_from_node(node, unclicked)[0].mask
+    assert mask.shape == image.shape and mask.any()

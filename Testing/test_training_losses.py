@@ -83,3 +83,22 @@ def test_one_hot_with_ignore_and_combined():
     assert combined.item() == pytest.approx(expected.item(), abs=1e-6)
     with pytest.raises(InputError, match="unknown loss"):
         build_loss("hinge")
+
+
+def test_focal_loss_balances_classes_and_ignores_untrusted_voxels():
+    from ExtremeSegLib.training.losses import PartialFocalLoss
+
+    target = torch.zeros(1, 2, 10, 1, 1)
+    target[:, 0, :9] = 1.0
+    target[:, 1, 9:] = 1.0  # 9 background voxels, 1 foreground
+    logits = torch.zeros(1, 2, 10, 1, 1, requires_grad=True)
+    PartialFocalLoss()(logits, target).backward()
+    grad = logits.grad[0, 1, :, 0, 0]
+    # the single foreground voxel pulls as hard as the nine background ones together
+    assert float(-grad[9]) == pytest.approx(float(grad[:9].sum()), rel=1e-4)
+    weight = torch.ones(1, 10, 1, 1)
+    weight[:, 9] = 0.0
+    bad = logits.detach().clone()
+    bad[0, 0, 9] = 50.0  # a confidently wrong prediction where nothing is known
+    assert float(PartialFocalLoss()(bad, target, weight)) == pytest.approx(
+        float(PartialFocalLoss()(logits.detach(), target, weight)))

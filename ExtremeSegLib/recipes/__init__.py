@@ -19,6 +19,7 @@ from ..run_lock import RunLock
 from .config import RECIPE_DEFAULTS, CaseConfig, ClassConfig, JobConfig, NetworkConfig, RoundsConfig
 from .extreme_points import ExtremePointsRecipe
 from .fully_supervised import FullySupervisedRecipe
+from .inextremis import InExtremISRecipe
 from .loop import run_job
 from .recipe import PreparedCase, Recipe, RunningJob
 from .scribbles import ScribblesRecipe
@@ -39,6 +40,7 @@ register_recipe(ExtremePointsRecipe)
 register_recipe(FullySupervisedRecipe)
 register_recipe(ScribblesRecipe)
 register_recipe(WeakNetRecipe)
+register_recipe(InExtremISRecipe)
 
 
 def get_recipe(name: str) -> Recipe:

@@ -219,7 +219,8 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         r = state["round"]
         started = time.perf_counter()
         if state["phase"] == "train":
-            volumes = [TrainingVolume(c.inputs, lab.probabilities, lab.weight) for c, lab in zip(cases, labels)]
+            volumes = [TrainingVolume(c.inputs, recipe.training_target(job, c, lab), lab.weight)
+                       for c, lab in zip(cases, labels)]
             result = fit(job.network, volumes, settings, spacing_mm=job.inputs.spacing_mm, patch_size=job.patch_size,
                          multiple=job.multiple, device=job.device, checkpoint=checkpoint, progress=progress,
                          round_index=r, loss_fn=loss_fn, evaluate=partial(_validation_dice, job, validation)
@@ -351,6 +352,7 @@ def _finish(job: RunningJob, cases, validation, final_labels: dict, validation_l
         "patch_size": list(job.patch_size),
         "classes": [{"name": c.name, "label_values": list(c.label_values)} for c in config.classes],
         "modality": config.modality,
+        "clicks_at_inference": job.inputs.needs_points,
         "postprocess": to_plain(config.postprocess),
         "training": {"cases": len(cases), "rounds": len(history), "epochs_per_round": config.training.epochs,
                      "final_loss": history[-1]["loss"], "seed": config.training.seed},

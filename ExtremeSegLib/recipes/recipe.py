@@ -139,6 +139,11 @@ class Recipe:
     def loss(self, job: "RunningJob") -> torch.nn.Module:
         return build_loss(job.config.training.loss)
 
+    def training_target(self, job: "RunningJob", case: PreparedCase, label: PseudoLabel) -> np.ndarray:
+        """What the engine trains towards, ``(C + extra,) + grid``: the label's probabilities, then any channels
+        the recipe's :class:`~ExtremeSegLib.training.engine.Objective` reads (cropped and flipped with the patch)."""
+        return label.probabilities
+
     def refine(self, job: "RunningJob", case: PreparedCase, probabilities: np.ndarray,
                label: PseudoLabel) -> PseudoLabel:
         """The next round's pseudo-label from the network's ``probabilities`` ``(C,) + grid`` and the current one."""

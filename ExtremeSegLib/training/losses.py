@@ -63,6 +63,29 @@ class PartialCrossEntropyLoss(nn.Module):
         return torch.sum(w * per_voxel) / torch.clamp(torch.sum(w), min=1.0)
 
 
+class PartialFocalLoss(nn.Module):
+    """Class-balanced focal loss (Lin et al.) on trusted voxels: ``-sum_c alpha_c (1 - p_c)^gamma t_c log p_c``.
+
+    ``alpha_c`` is the inverse of class ``c``'s share of the trusted target mass in the batch (normalised to sum
+    to 1 over the classes present), so a class with a few labelled voxels (e.g. paths between clicks) weighs as
+    much as a large one. Averaged over the trust weight; 0 without any trusted voxel.
+    """
+
+    def __init__(self, gamma: float = 2.0):
+        super().__init__()
+        self.gamma = gamma
+
+    def forward(self, logits, target, weight=None):
+        w = _weight_like(logits, weight)
+        log_p = F.log_softmax(logits, dim=1)
+        dims = [0] + list(range(2, logits.dim()))
+        mass = torch.sum(w * target, dim=dims).detach()
+        alpha = torch.where(mass > 0, 1.0 / mass.clamp(min=1e-6), torch.zeros_like(mass))
+        alpha = (alpha / alpha.sum().clamp(min=1e-12)).reshape([1, -1] + [1] * (logits.dim() - 2))
+        per_voxel = -torch.sum(alpha * (1.0 - log_p.exp()) ** self.gamma * target * log_p, dim=1, keepdim=True)
+        return torch.sum(w * per_voxel) / torch.clamp(torch.sum(w), min=1.0)
+
+
 class CombinedLoss(nn.Module):
     """Weighted sum of losses that share the ``(logits, target, weight)`` signature."""
 
@@ -80,6 +103,8 @@ LOSSES = {
     "dice": lambda: SoftDiceLoss(),
     "ce": lambda: PartialCrossEntropyLoss(),
     "dice_ce": lambda: CombinedLoss([(1.0, SoftDiceLoss()), (1.0, PartialCrossEntropyLoss())]),
+    "dice_ce_focal": lambda: CombinedLoss([(1.0, SoftDiceLoss()), (1.0, PartialCrossEntropyLoss()),
+                                           (1.0, PartialFocalLoss())]),
 }
 
 
@@ -88,8 +113,8 @@ def build_loss(name: str) -> nn.Module:
 
     Parameters
     ----------
-    name : {"dice", "ce", "dice_ce"}
-        Soft Dice, partial cross-entropy, or their sum.
+    name : {"dice", "ce", "dice_ce", "dice_ce_focal"}
+        Soft Dice, partial cross-entropy, their sum, or the sum with the class-balanced focal loss (paper 001).
 
     Returns
     -------
