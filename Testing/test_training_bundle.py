@@ -123,3 +123,11 @@ def test_the_slicer_logic_says_what_a_bundle_holds_and_exports_it(tmp_path):
     assert refused.usable and refused.needs_clicks and refused.bundle_refusal
     with pytest.raises(InputError, match="click"):
         logic.export_bundle(clicks, tmp_path / "bundle2")
+
+
+def test_a_foreground_threshold_the_bundle_cannot_reproduce_is_refused():
+    from ExtremeSegLib.training.bundle import export_refusal
+
+    automatic = {"recipe": "weak_net", "inputs": {"cues": [], "crop_to_points": False}}
+    assert export_refusal({**automatic, "postprocess": {"foreground_threshold": 0.5}}) is None  # the argmax
+    assert "0.7" in export_refusal({**automatic, "postprocess": {"foreground_threshold": 0.7}})

@@ -45,7 +45,11 @@ def export_refusal(description: dict):
         return (f"this {description['recipe']} model needs the object's extreme points at prediction time, and a "
                 "MONAI Bundle takes no clicks: only fully automatic models (e.g. scribbles, fully_supervised) "
                 "can be exported")
-    if PostprocessConfig.from_description(description.get("postprocess")).convex is not False:
+    settings = PostprocessConfig.from_description(description.get("postprocess"))
+    if settings.foreground_threshold not in (None, 0.5):  # 0.5 on two classes is the bundle's argmax (bar ties)
+        return (f"this model thresholds its foreground at {settings.foreground_threshold} "
+                "(postprocess.foreground_threshold), which the MONAI Bundle export does not reproduce yet")
+    if settings.convex is not False:
         return ("this model's label maps are made convex (postprocess.convex), which the MONAI Bundle export does "
                 "not reproduce yet; retrain with \"convex\": false to export it")
     return None
