@@ -89,13 +89,8 @@ class InExtremISRecipe(Recipe):
         if len(config.classes) != 1:
             raise InputError(f"the inextremis recipe segments one object per case (6 clicks bound one object); "
                              f"the config lists {len(config.classes)} classes")
-        for n, case in enumerate(config.cases, start=1):
-            if case.points is None:
-                raise InputError(f"case {n} ({case.name or case.image}) has no points file; the inextremis recipe "
-                                 "trains from the 6 extreme points of every training case")
-        if config.inputs.cues or config.inputs.crop_to_points:
-            raise InputError("the inextremis model is fully automatic (no clicks at inference): set \"inputs\": "
-                             "{\"cues\": [], \"crop_to_points\": false} in the job config")
+        self.require_training_file(config, "points", "trains from the 6 extreme points of every training case")
+        self.require_no_click_inputs(config, "trains a fully automatic model (no clicks at inference)")
         if config.postprocess.clip_to_points:
             raise InputError("the inextremis model gets no clicks at inference: set \"postprocess\": "
                              "{\"clip_to_points\": false}")

@@ -125,6 +125,20 @@ class Recipe:
             return
         cls.title, cls.annotation = entry.title, entry.annotation
 
+    def require_training_file(self, config: JobConfig, key: str, purpose: str) -> None:
+        """:class:`InputError` naming the first training case without its ``key`` file (``"points"``,
+        ``"scribble"``); ``purpose`` says what the recipe needs it for. Validation cases are not asked."""
+        for n, case in enumerate(config.cases, start=1):
+            if getattr(case, key) is None:
+                raise InputError(f"case {n} ({case.name or case.image}) has no {key} file; the {self.name} recipe "
+                                 f"{purpose}")
+
+    def require_no_click_inputs(self, config: JobConfig, reason: str) -> None:
+        """:class:`InputError` when the job's inputs would need clicks at inference (click cues, crop to the clicks)."""
+        if config.inputs.cues or config.inputs.crop_to_points:
+            raise InputError(f"the {self.name} recipe {reason}: set \"inputs\": {{\"cues\": [], "
+                             "\"crop_to_points\": false} in the job config")
+
     def needs(self, config: JobConfig) -> tuple:
         """Per-case files training needs besides the image (``points``, ``label``, ``scribble``)."""
         return ("points",) if config.inputs.needs_points else ()

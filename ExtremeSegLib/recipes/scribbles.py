@@ -118,13 +118,8 @@ class ScribblesRecipe(Recipe):
     def check(self, config) -> None:
         settings = self.settings(config)
         # only training cases need scribbles (``needs`` would ask the validation cases too: the model needs none)
-        for n, case in enumerate(config.cases, start=1):
-            if case.scribble is None:
-                raise InputError(f"case {n} ({case.name or case.image}) has no scribble file; the scribbles recipe "
-                                 "needs image and scribble for every training case")
-        if config.inputs.cues or config.inputs.crop_to_points:
-            raise InputError("the scribbles recipe uses no clicks: set \"inputs\": {\"cues\": [], "
-                             "\"crop_to_points\": false} in the job config")
+        self.require_training_file(config, "scribble", "needs image and scribble for every training case")
+        self.require_no_click_inputs(config, "uses no clicks")
         if settings.uncertainty and config.network.dropout <= 0:
             raise InputError("MC-dropout uncertainty needs a network with dropout: set network.dropout (the paper: 0.5 "
                              "in the innermost levels, network.dropout_levels) or pseudolabel.uncertainty to false")

@@ -76,13 +76,9 @@ class WeakNetRecipe(Recipe):
         if len(config.classes) != 1:
             raise InputError(f"the weak_net recipe segments one object (the surface points outline one); "
                              f"the config lists {len(config.classes)} classes")
-        if config.inputs.needs_points:
-            raise InputError("the weak_net recipe's model is fully automatic: set \"inputs\": {\"cues\": [], "
-                             "\"crop_to_points\": false} (its defaults)")
-        for n, case in enumerate(config.cases, start=1):
-            if case.points is None:
-                raise InputError(f"case {n} ({case.name or case.image}) has no points file; the weak_net recipe "
-                                 "needs the surface points (.mrk.json or .fcsv) of every training case")
+        self.require_no_click_inputs(config, "trains a fully automatic model (its defaults)")
+        self.require_training_file(config, "points", "needs the surface points (.mrk.json or .fcsv) of every "
+                                   "training case")
         settings = self.settings(config)
         SurfaceTemplate.check_settings(settings.smoothness, settings.subdivisions)
         WeakNetObjective.check_settings(settings.reconstruction_weight, settings.boundary_mm, settings.far_weight)
