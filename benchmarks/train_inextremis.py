@@ -40,11 +40,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from train_extreme_points import DATASETS, Recorder, simulate_points  # noqa: E402
+from train_extreme_points import DATASETS, Recorder, score_run, simulate_points  # noqa: E402
 
-from ExtremeSegLib.evaluation import discover_cases, load_split, run_benchmark, select_cases  # noqa: E402
+from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import benchmark_command, cpu_model, versions  # noqa: E402
-from ExtremeSegLib.io import read_segmentation  # noqa: E402
 from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
 
 VARIANTS = {
@@ -76,15 +75,6 @@ def job_config(spec, variant, cases, test, points, output) -> JobConfig:
         "inputs": AUTOMATIC["inputs"], "network": spec["network"], "training": training,
         "pseudolabel": pseudolabel, "postprocess": AUTOMATIC["postprocess"], "device": "auto",
     })
-
-
-def score_run(run: Path, test, spec, out: Path, title: str) -> dict:
-    def method(case):
-        geometry, segments = read_segmentation(run / "validation" / f"{case.name}.seg.nrrd")
-        return geometry.with_array(segments[0].mask.astype(np.int16) * spec["label_values"][0])
-
-    return run_benchmark(test, method, out, {spec["object"]: spec["label_values"]}, overlays=4, title=title,
-                         overwrite=True)
 
 
 # -- timing and CRF error ------------------------------------------------------------------------------------
