@@ -18,7 +18,6 @@ import inspect
 
 import numpy as np
 
-from ..errors import InputError
 from ..pseudolabel.extreme_points import PARAMETER_RANGES, extreme_points_pseudolabel
 from ..pseudolabel.label import PseudoLabel
 from ..ranges import check_keywords
@@ -36,9 +35,7 @@ class ExtremePointsRecipe(Recipe):
         return ("points",)
 
     def check(self, config) -> None:
-        if len(config.classes) != 1:
-            raise InputError(f"the extreme_points recipe segments one object per case (6 clicks bound one object); "
-                             f"the config lists {len(config.classes)} classes")
+        self.require_one_object(config, "6 clicks bound one object")
         # before the run starts: names, types and ranges of the maker's keywords (not its report of its choice)
         check_keywords(config.pseudolabel, extreme_points_pseudolabel, PARAMETER_RANGES, "pseudolabel",
                        ("device", "chosen"))

@@ -86,9 +86,7 @@ class InExtremISRecipe(Recipe):
 
     def check(self, config) -> None:
         self.settings(config)
-        if len(config.classes) != 1:
-            raise InputError(f"the inextremis recipe segments one object per case (6 clicks bound one object); "
-                             f"the config lists {len(config.classes)} classes")
+        self.require_one_object(config, "6 clicks bound one object")
         self.require_training_file(config, "points", "trains from the 6 extreme points of every training case")
         self.require_no_click_inputs(config, "trains a fully automatic model (no clicks at inference)")
         if config.postprocess.clip_to_points:

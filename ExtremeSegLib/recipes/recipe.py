@@ -125,6 +125,12 @@ class Recipe:
             return
         cls.title, cls.annotation = entry.title, entry.annotation
 
+    def require_one_object(self, config: JobConfig, why: str) -> None:
+        """:class:`InputError` unless the job has exactly one foreground class (``why``: what bounds one object)."""
+        if len(config.classes) != 1:
+            raise InputError(f"the {self.name} recipe segments one object per case ({why}); the config lists "
+                             f"{len(config.classes)} classes")
+
     def require_training_file(self, config: JobConfig, key: str, purpose: str) -> None:
         """:class:`InputError` naming the first training case without its ``key`` file (``"points"``,
         ``"scribble"``); ``purpose`` says what the recipe needs it for. Validation cases are not asked."""

@@ -73,9 +73,7 @@ class WeakNetRecipe(Recipe):
         return ()  # the training cases' points are checked in check(): validation cases need none
 
     def check(self, config) -> None:
-        if len(config.classes) != 1:
-            raise InputError(f"the weak_net recipe segments one object (the surface points outline one); "
-                             f"the config lists {len(config.classes)} classes")
+        self.require_one_object(config, "the surface points outline one")
         self.require_no_click_inputs(config, "trains a fully automatic model (its defaults)")
         self.require_training_file(config, "points", "needs the surface points (.mrk.json or .fcsv) of every "
                                    "training case")
