@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..io.volumes import write_atomically
+from ..io.volumes import write_atomically, write_text_atomically
 from .model_file import load_model, read_description
 from .postprocess import PostprocessConfig
 
@@ -282,16 +282,15 @@ def export_bundle(model_path, out, license_text: str = NOT_STATED, data_descript
     for folder in ("configs", "models", "scripts"):
         (out / folder).mkdir(parents=True, exist_ok=True)
 
-    def write_text(relative, text):
-        write_atomically(out / relative, False, lambda tmp: Path(tmp).write_text(text))
-
-    write_text("configs/metadata.json", json.dumps(metadata(description, license_text, data_description), indent=2))
-    write_text("configs/inference.json", json.dumps(inference_config(description), indent=2))
+    write_text_atomically(out / "configs" / "metadata.json",
+                          json.dumps(metadata(description, license_text, data_description), indent=2), False)
+    write_text_atomically(out / "configs" / "inference.json", json.dumps(inference_config(description), indent=2),
+                          False)
     write_atomically(out / "models" / "model.pt", False, lambda tmp: torch.save(weights, tmp))
-    write_text("scripts/__init__.py", "")
+    write_text_atomically(out / "scripts" / "__init__.py", "", False)
     source = Path(__file__).with_name("bundle_transforms.py")
     write_atomically(out / "scripts" / f"{SCRIPTS_MODULE}.py", False, lambda tmp: shutil.copyfile(source, tmp))
-    write_text("README.md", readme(description, license_text, data_description))
+    write_text_atomically(out / "README.md", readme(description, license_text, data_description), False)
     return out
 
 
