@@ -30,7 +30,7 @@ Solvers (measured in ``benchmarks/results/pseudolabel_extreme.md``):
   (float64, CPU).
 - ``"cg_mg"``: SciPy CG preconditioned by a PyAMG Ruge-Stuben multigrid (only if ``pyamg`` is installed).
 - ``"direct"``: sparse LU (SciPy), exact, for small problems, references and (with ``slice_axis``, one LU per
-  slice) stacks of slices.
+  slice, the slices on :func:`solver_threads` threads) stacks of slices.
 - ``"auto"``: ``cg_torch``, coarse-to-fine for large problems (see ``multiscale``).
 
 ``multiscale`` (``cg_torch`` only) solves a 2x downsampled problem first (recursively, down to about 50 000
