@@ -5,7 +5,7 @@ import pytest
 from skimage.segmentation import random_walker as skimage_random_walker
 
 from ExtremeSegLib.errors import InputError
-from ExtremeSegLib.pseudolabel.random_walker import memory_estimate, random_walker
+from ExtremeSegLib.pseudolabel.random_walker import _upsample, memory_estimate, random_walker, solver_threads
 
 
 def _two_regions(shape=(24, 22, 20), seed=0):
@@ -129,6 +129,28 @@ def test_slice_axis_walks_slices_apart():
         random_walker(image, np.where(np.arange(20) == 0, -1, seeds).astype(np.int16), slice_axis=2)
     with pytest.raises(InputError, match="slice_axis"):
         random_walker(image, seeds, slice_axis=3)
+
+
+def test_slices_solved_on_threads_equal_the_serial_solve(monkeypatch):
+    image, seeds = _two_regions()
+    seeds[:2], seeds[-2:] = -1, -1
+    seeds[:, :2] = 0
+    seeds[:, 9:13, 2] = 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    serial = random_walker(image, seeds, solver="direct", slice_axis=0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert solver_threads() == 3
+    np.testing.assert_array_equal(random_walker(image, seeds, solver="direct", slice_axis=0), serial)
+
+
+def test_upsampling_interpolates_between_block_centres():
+    # block j of 2 voxels has its centre at fine coordinate 2j + 0.5: a linear ramp there stays linear on the
+    # fine grid, held constant beyond the outermost centres; an odd fine size is cropped
+    coarse = np.arange(5.0)[None, :, None, None] * np.ones((2, 5, 3, 1))
+    fine = _upsample(coarse, np.array([2, 1, 1]), (9, 3, 1))
+    expected = np.clip((np.arange(9) - 0.5) / 2, 0, 4)
+    np.testing.assert_allclose(fine[1, :, 0, 0], expected)
+    assert fine.shape == (2, 9, 3, 1)
 
 
 def test_direct_coarse_to_fine_agrees_with_the_exact_solve():

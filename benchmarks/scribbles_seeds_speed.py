@@ -146,7 +146,7 @@ def main(argv=None) -> int:
 def write(results: dict, out: Path) -> None:
     lge, rows = results["lge"], results["acdc"]
     lines = ["# Scribble seed areas: coarse-to-fine walk vs the exact per-slice walk", "",
-             f"Command (under the shared CPU lock; {results['cpu']}; 2 cores shared with other sessions' jobs):", "",
+             f"Command ({results['cpu']}; conditions: docs/benchmarks.md):", "",
              f"    {results['command']}", "",
              f"## Synthetic LGE-sized volume ({' x '.join(map(str, lge['shape']))} voxels, "
              f"{' x '.join(f'{v:g}' for v in lge['spacing_mm'])} mm, 4 classes, {100 * lge['painted']:.1f} % painted)",

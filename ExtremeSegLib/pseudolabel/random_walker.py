@@ -30,7 +30,7 @@ Solvers (measured in ``benchmarks/results/pseudolabel_extreme.md``):
   (float64, CPU).
 - ``"cg_mg"``: SciPy CG preconditioned by a PyAMG Ruge-Stuben multigrid (only if ``pyamg`` is installed).
 - ``"direct"``: sparse LU (SciPy), exact, for small problems, references and (with ``slice_axis``, one LU per
-  slice) stacks of slices.
+  slice, the slices on :func:`solver_threads` threads) stacks of slices.
 - ``"auto"``: ``cg_torch``, coarse-to-fine for large problems (see ``multiscale``).
 
 ``multiscale`` (``cg_torch`` only) solves a 2x downsampled problem first (recursively, down to about 50 000
@@ -49,6 +49,8 @@ thickened), which joins the band and is solved again (:data:`BAND_CHECKS` times 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +72,8 @@ BAND_TOLERANCE = 0.3
 BAND_GROWTH = 2
 #: coarse-to-fine with the SciPy solvers: how many times a band may grow into sure regions it contradicts
 BAND_CHECKS = 2
+#: coarse-to-fine per slice: a band check that adds at most this many voxels to a slice reuses its factor
+BORDER_MAX = 32
 #: added to every edge weight so that no voxel is cut off from all seeds (scikit-image's value)
 EPS_WEIGHT = 1e-10
 
@@ -256,9 +260,9 @@ def random_walker(image: np.ndarray, seeds: np.ndarray, spacing=(1.0, 1.0, 1.0),
     if not unknown.any():
         return out
     # Seeds not adjacent to an unknown voxel do not enter the system: solve in the box around the unknowns.
-    where = np.argwhere(unknown)
-    lo = np.maximum(where.min(axis=0) - 1, 0)
-    hi = np.minimum(where.max(axis=0) + 2, image.shape)
+    spans = [np.flatnonzero(np.any(unknown, axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    lo = np.maximum([s[0] - 1 for s in spans], 0)
+    hi = np.minimum([s[-1] + 2 for s in spans], image.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     sub_prior = None if prior is None else prior[(slice(None),) + box]
     sub_initial = None if initial is None else np.asarray(initial, dtype=np.float64)[(slice(None),) + box]
@@ -320,9 +324,24 @@ def _coarse_start(image, seeds, spacing, settings: _Settings, prior):
     coarse_prior = None if prior is None else np.stack([_block_mean(p, factors) for p in prior])
     coarse = _solve(coarse_image, coarse_seeds, spacing * factors, settings,
                     coarse_image.size > 2 * _COARSEST_VOXELS, coarse_prior, None)
-    zoom = np.asarray(image.shape) / np.asarray(coarse_image.shape)
-    return np.stack([ndi.zoom(p, zoom, order=1, mode="nearest", grid_mode=True)[
-        : image.shape[0], : image.shape[1], : image.shape[2]] for p in coarse])
+    return _upsample(coarse, factors, image.shape)
+
+
+def _upsample(coarse, factors, shape):
+    """Linear interpolation of ``coarse`` ``(C, ...)`` back onto the fine grid of :func:`_block_view` (block
+    ``j`` covers fine voxels ``2j, 2j + 1`` along an axis of factor 2; values at block centres, the edge ones
+    held outside), cropped to ``shape``."""
+    out = coarse
+    for axis, f in enumerate(factors):
+        if f == 1:
+            continue
+        a = axis + 1
+        n = out.shape[a]
+        lower = np.take(out, np.maximum(np.arange(n) - 1, 0), axis=a)
+        upper = np.take(out, np.minimum(np.arange(n) + 1, n - 1), axis=a)
+        even, odd = 0.75 * out + 0.25 * lower, 0.75 * out + 0.25 * upper
+        out = np.stack([even, odd], axis=a + 1).reshape(out.shape[:a] + (2 * n,) + out.shape[a + 1:])
+    return out[(slice(None),) + tuple(slice(0, n) for n in shape)]
 
 
 def _block_view(array, factors, fill):
@@ -505,10 +524,11 @@ def _solve_scipy(weights, seeds, settings: _Settings, prior, initial, coarse=Non
         fixed = np.where(unknown, coarse[solved], indicators)
     out = fixed.copy()
     solve = free
+    factors = {}  # per slice, the last LU and the free voxels it was made for (reused when the band grows a little)
     for _ in range(BAND_CHECKS + 1):
         if not solve.any():
             break
-        out[:, solve] = _solve_sparse(weights, solve, fixed, settings, prior, initial)
+        out[:, solve] = _solve_sparse(weights, solve, fixed, settings, prior, initial, factors)
         if coarse is None:
             break
         grown = _inconsistent_regions(out, fixed, free, unknown, settings)
@@ -547,9 +567,10 @@ def _inconsistent_regions(out, fixed, free, unknown, settings: _Settings):
     return np.isin(regions, touched[touched > 0])
 
 
-def _solve_sparse(weights, free, fixed, settings: _Settings, prior, initial):
-    """Values ``(S, M)`` on the ``M`` free voxels of the Dirichlet problem with ``fixed`` ``(S, ...)`` elsewhere."""
-    prior_weight, solver = settings.prior_weight, settings.solver
+def _assemble(weights, free, fixed, settings: _Settings, prior):
+    """The graph Laplacian on the free voxels ``(M, M)`` (CSR), the right-hand sides ``(M, S)`` from the fixed
+    neighbours (and the prior), the diagonal ``(M,)`` and the free voxels' flat indices ``(M,)``."""
+    prior_weight = settings.prior_weight
     solved = [1] if settings.num_classes == 2 else list(range(settings.num_classes))
     shape = free.shape
     flat_free = free.ravel()
@@ -565,7 +586,7 @@ def _solve_sparse(weights, free, fixed, settings: _Settings, prior, initial):
     rhs = np.zeros((m, len(solved)))
     # each free voxel's 6 neighbours: a free one is a matrix entry, a fixed one moves to the right-hand side
     for axis in range(3):
-        if axis == settings.slice_axis:  # no edges between slices (zero weights would still cost fill-in)
+        if axis == settings.slice_axis or shape[axis] == 1:  # no edges between slices (zero weights: fill-in)
             continue
         for step in (1, -1):
             ok = np.flatnonzero(coords[axis] < shape[axis] - 1 if step > 0 else coords[axis] > 0)
@@ -585,18 +606,94 @@ def _solve_sparse(weights, free, fixed, settings: _Settings, prior, initial):
     cols.append(np.arange(m))
     vals.append(diag)
     lap = sparse.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m))
+    return lap, rhs, diag, voxels
 
-    if solver == "direct":
-        if settings.slice_axis is None:
-            return splinalg.splu(lap.tocsc()).solve(rhs).T
-        # no edges between slices: the matrix is block diagonal; factor each slice's block on its own
-        which = np.unravel_index(np.flatnonzero(flat_free), shape)[settings.slice_axis]
-        x = np.empty((len(solved), m))
-        for k in np.unique(which):
-            rows_k = np.flatnonzero(which == k)
-            block = lap[rows_k][:, rows_k].tocsc()
-            x[:, rows_k] = splinalg.splu(block).solve(rhs[rows_k]).T
+
+def _lu(lap):
+    """Sparse LU of a graph Laplacian (symmetric positive definite): a symmetric ordering and no pivoting, as
+    for a Cholesky factor."""
+    return splinalg.splu(lap.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                         options={"SymmetricMode": True})
+
+
+def solver_threads() -> int:
+    """Threads for independent per-slice solves: ``OMP_NUM_THREADS`` where set (the torch/BLAS thread budget),
+    else the CPUs this process may run on."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _solve_slices(weights, free, fixed, settings: _Settings, prior, factors: dict):
+    """The direct solve with ``slice_axis``: no edges between slices, so each slice is its own problem, assembled
+    and factored on its own, the slices spread over :func:`solver_threads` threads (SuperLU releases the GIL).
+
+    ``factors`` (slice -> (free voxels, LU)) keeps each slice's factor between the band checks: a slice whose free
+    voxels only gained at most :data:`BORDER_MAX` since is solved with that factor and a small dense Schur
+    complement for the new voxels (exact, without factoring again).
+    """
+    axis = settings.slice_axis
+    other = tuple(a for a in range(3) if a != axis)
+    slices = np.flatnonzero(np.any(free, axis=other))
+
+    def one(k):
+        pick = (slice(None),) * axis + (slice(k, k + 1),)
+        sub_weights = [w if a == axis else w[pick] for a, w in enumerate(weights)]
+        sub_prior = None if prior is None else prior[(slice(None),) + pick]
+        lap, rhs, _, voxels = _assemble(sub_weights, free[pick], fixed[(slice(None),) + pick], settings, sub_prior)
+        known = factors.get(k)
+        if known is not None and not np.any(known[0] & ~free[pick]):
+            old = known[0].ravel()[voxels]  # the new free voxels that the factor's system holds, in its order
+            if voxels.size - np.count_nonzero(old) <= BORDER_MAX:
+                return _bordered_solve(known[1], lap, rhs, old)
+        lu = _lu(lap)
+        factors[k] = (free[pick].copy(), lu)
+        return lu.solve(rhs).T
+
+    workers = min(solver_threads(), len(slices))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(one, slices))
+    else:
+        parts = [one(k) for k in slices]
+    values = np.zeros(fixed.shape)
+    for k, x in zip(slices, parts):
+        pick = (slice(None),) * axis + (slice(k, k + 1),)
+        sub = values[(slice(None),) + pick]
+        sub[:, free[pick]] = x
+    return values[:, free]
+
+
+def _bordered_solve(lu, lap, rhs, old):
+    """Solve ``lap x = rhs`` (``(S, M)`` returned) given ``lu``, the factor of ``lap``'s block on the ``old``
+    unknowns, through the Schur complement of the few others."""
+    f, g = np.flatnonzero(old), np.flatnonzero(~old)
+    x = np.empty((rhs.shape[1], old.size))
+    if g.size == 0:
+        x[:, f] = lu.solve(rhs[f]).T
         return x
+    rows = lap[f]
+    coupling = rows[:, g].toarray()  # (F, G)
+    inv_coupling, inv_rhs = lu.solve(coupling), lu.solve(rhs[f])
+    schur = lap[g][:, g].toarray() - coupling.T @ inv_coupling
+    x_g = np.linalg.solve(schur, rhs[g] - coupling.T @ inv_rhs)
+    x[:, g] = x_g.T
+    x[:, f] = (inv_rhs - inv_coupling @ x_g).T
+    return x
+
+
+def _solve_sparse(weights, free, fixed, settings: _Settings, prior, initial, factors=None):
+    """Values ``(S, M)`` on the ``M`` free voxels of the Dirichlet problem with ``fixed`` ``(S, ...)`` elsewhere
+    (``factors``: see :func:`_solve_slices`)."""
+    if settings.solver == "direct" and settings.slice_axis is not None:
+        return _solve_slices(weights, free, fixed, settings, prior, {} if factors is None else factors)
+    lap, rhs, diag, voxels = _assemble(weights, free, fixed, settings, prior)
+    solved = [1] if settings.num_classes == 2 else list(range(settings.num_classes))
+    m = voxels.size
+    solver = settings.solver
+    if solver == "direct":
+        return _lu(lap).solve(rhs).T
     if solver == "cg_mg":
         import pyamg
 
@@ -606,7 +703,7 @@ def _solve_sparse(weights, free, fixed, settings: _Settings, prior, initial):
         cap = settings.max_iter or 30
     else:
         precond = sparse.dia_array((1.0 / diag, 0), shape=(m, m))
-        cap = settings.max_iter or 10 * max(shape) + 100
+        cap = settings.max_iter or 10 * max(free.shape) + 100
     x = np.zeros((len(solved), m))
     for j, c in enumerate(solved):
         x0 = None if initial is None else initial[c].ravel()[voxels]
