@@ -32,6 +32,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -45,6 +46,7 @@ from train_extreme_points import DATASETS, Recorder, score_run, simulate_points 
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import benchmark_command, cpu_model, versions  # noqa: E402
 from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
+from ExtremeSegLib.recipes.inextremis import InExtremISSettings  # noqa: E402
 
 VARIANTS = {
     "gradient": ("inextremis", {"geodesics": "gradient", "crf_weight": 0.0}, "Geodesics on the image gradient"),
@@ -298,7 +300,9 @@ def main(argv=None) -> int:
         spec[section] = {**spec.get(section, {}), **values} if isinstance(values, dict) else values
     if args.epochs:
         spec["training"]["epochs"] = args.epochs
-    settings = {k: spec[k] for k in ("network", "training", "modality", "inextremis") if k in spec}
+    settings = {k: spec[k] for k in ("network", "training", "modality")}
+    # the recipe's own settings too, so that a change of its defaults invalidates earlier results
+    settings["inextremis"] = {**asdict(InExtremISSettings()), **spec.get("inextremis", {})}
     cases = discover_cases(args.data / spec["folder"])
     split = load_split(args.dataset)
     train_cases = select_cases(cases, split["train"])
