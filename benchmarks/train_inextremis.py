@@ -32,6 +32,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -45,6 +46,7 @@ from train_extreme_points import DATASETS, Recorder, score_run, simulate_points 
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import benchmark_command, cpu_model, versions  # noqa: E402
 from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
+from ExtremeSegLib.recipes.inextremis import InExtremISSettings  # noqa: E402
 
 VARIANTS = {
     "gradient": ("inextremis", {"geodesics": "gradient", "crf_weight": 0.0}, "Geodesics on the image gradient"),
@@ -66,6 +68,7 @@ def job_config(spec, variant, cases, test, points, output) -> JobConfig:
         return dict(row, points=str(points[case.name])) if clicks else row
 
     training = dict(spec["training"])
+    pseudolabel = {**spec.get("inextremis", {}), **pseudolabel} if recipe == "inextremis" else pseudolabel
     if recipe == "inextremis":
         training["augmentation"] = {"rotate_probability": 0.0}
     return JobConfig.from_dict({
@@ -177,6 +180,39 @@ def measure_crf_error(spec, test, n_cases: int = 3, max_voxels: int = 20_000, bl
     return {"rows": rows, "blur_mm": blur_mm}
 
 
+def measure_crf_ranking(spec, cases, n_cases: int = 4) -> list:
+    """The CRF energy (paper sigmas, bilateral grid) of masks derived from the reference on training images: the
+    reference, it dilated by 2 voxels and eroded by 1, and its tight box (the shape the weak models predict), each
+    blurred by half a voxel; plus the object's share of its box and the kernel's mean row sum ``mean_l W_kl``
+    (how many voxels' worth of affinity a voxel has: the energy's scale)."""
+    import torch
+    from scipy import ndimage as ndi
+
+    from ExtremeSegLib.io import read_image, read_labelmap
+    from ExtremeSegLib.training.crf_loss import bilateral_filter_grid, crf_energy
+    from ExtremeSegLib.training.data import Normalisation
+
+    rows = []
+    for case in cases[:n_cases]:
+        image = read_image(case.image)
+        spacing = np.asarray(image.spacing, dtype=float)
+        x = torch.from_numpy(Normalisation.for_modality(spec["modality"]).apply(image.array))[None]
+        reference = np.isin(read_labelmap(case.label).array, spec["label_values"])
+        inside = np.argwhere(reference)
+        box = np.zeros_like(reference)
+        box[tuple(slice(int(a), int(b) + 1) for a, b in zip(inside.min(axis=0), inside.max(axis=0)))] = True
+        masks = {"reference": reference, "dilated 2": ndi.binary_dilation(reference, iterations=2),
+                 "eroded 1": ndi.binary_erosion(reference), "tight box": box}
+        energies = {}
+        for label, mask in masks.items():
+            f = torch.from_numpy(np.clip(ndi.gaussian_filter(mask.astype(np.float32), 0.5), 0, 1))[None]
+            energies[label] = float(crf_energy(torch.stack([1 - f, f], dim=1), x, spacing))
+        row_sum = float(bilateral_filter_grid(torch.ones((1, 1) + reference.shape), x, spacing).mean())
+        rows.append({"case": case.name, "fill": float(reference.sum() / box.sum()), "energies": energies,
+                     "mean_row_sum": row_sum})
+    return rows
+
+
 CRF_MEMORY_PROBE = """
 import resource, sys, time, torch
 from ExtremeSegLib.training.crf_loss import CRFLoss
@@ -228,12 +264,18 @@ def main(argv=None) -> int:
     parser.add_argument("--timing", action="store_true", help="also measure step timing and the CRF grid's error")
     parser.add_argument("--crf-memory", action="store_true", help="only measure the CRF loss's memory per patch "
                         "size (added to the results file)")
+    parser.add_argument("--override", type=json.loads, default={},
+                        help='JSON merged into the data set\'s settings; its "inextremis" section goes into the '
+                        'InExtremIS variants\' pseudolabel section (the ablation variants keep their own paths and CRF '
+                        'switch), e.g. \'{"inextremis": {"crf_weight": 1e-3}, "training": {"epochs": 8}}\'')
+    parser.add_argument("--crf-ranking", action="store_true", help="only measure the CRF energy of the reference "
+                        "against its tight box on training images (added to the results file)")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results of this name")
     parser.add_argument("--name", help="results name (default inextremis_<dataset>)")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the saved .json")
     args = parser.parse_args(argv)
     name = (args.name or f"inextremis_{args.dataset}") + (f"_limit{args.limit}" if args.limit else "")
-    results_dir = (args.runs / name) if args.limit else args.results  # a quick try is not a result
+    results_dir = args.results  # --limit too: a validation subset of the training split, where settings are chosen
     results_path = results_dir / f"{name}.json"
     if args.render:
         (results_dir / f"{name}.md").write_text(markdown(json.loads(results_path.read_text())))
@@ -244,10 +286,23 @@ def main(argv=None) -> int:
         print(json.dumps(memory, indent=1))
         return 0
 
+    if args.crf_ranking:
+        spec = DATASETS[args.dataset]
+        training_cases = select_cases(discover_cases(args.data / spec["folder"]), load_split(args.dataset)["train"])
+        ranking = {"rows": measure_crf_ranking(spec, training_cases),
+                   "command": benchmark_command("benchmarks/train_inextremis.py", argv)}
+        (results_dir / f"{name}_crf_ranking.json").write_text(json.dumps(ranking, indent=1) + "\n")
+        print(json.dumps(ranking, indent=1))
+        return 0
+
     spec = json.loads(json.dumps(DATASETS[args.dataset]))
+    for section, values in args.override.items():
+        spec[section] = {**spec.get(section, {}), **values} if isinstance(values, dict) else values
     if args.epochs:
         spec["training"]["epochs"] = args.epochs
     settings = {k: spec[k] for k in ("network", "training", "modality")}
+    # the recipe's own settings too, so that a change of its defaults invalidates earlier results
+    settings["inextremis"] = {**asdict(InExtremISSettings()), **spec.get("inextremis", {})}
     cases = discover_cases(args.data / spec["folder"])
     split = load_split(args.dataset)
     train_cases = select_cases(cases, split["train"])
@@ -346,6 +401,18 @@ def markdown(results: dict) -> str:
         for row in memory["rows"]:
             lines.append(f"| {' x '.join(map(str, row['patch']))} | {row['spacing_mm']} | {row['peak_mib']:.0f} | "
                          f"{row['process_peak_mib']:.0f} | {row['seconds']:.2f} |")
+    ranking_file = Path(__file__).resolve().parent / "results" / f"inextremis_{results['dataset']}_crf_ranking.json"
+    if ranking_file.exists():
+        ranking = json.loads(ranking_file.read_text())
+        labels = list(ranking["rows"][0]["energies"])
+        lines += ["", "## CRF energy: the reference against its box", "",
+                  f"`{ranking['command']}` (training images, paper sigmas, masks blurred by half a voxel; the "
+                  "energy is 1/N sum f W (1 - f), W with peak 1)", "",
+                  "| Case | Object / box volume | " + " | ".join(labels) + " | mean row sum of W |",
+                  "|---" * (len(labels) + 3) + "|"]
+        for row in ranking["rows"]:
+            lines.append(f"| {row['case']} | {row['fill']:.2f} | "
+                         + " | ".join(f"{row['energies'][k]:.2f}" for k in labels) + f" | {row['mean_row_sum']:.0f} |")
     error = results.get("crf_error")
     if error:
         lines += ["", "## CRF loss: bilateral grid against the exact dense form", "",
