@@ -155,3 +155,18 @@ def test_direct_coarse_to_fine_agrees_with_the_exact_solve():
 def test_memory_estimate_grows_with_region_and_classes():
     assert memory_estimate((200, 150, 90), 2) > memory_estimate((100, 150, 90), 2)
     assert memory_estimate((100, 100, 100), 4) > memory_estimate((100, 100, 100), 2)
+
+
+def test_coarse_to_fine_upsampling_is_linear_interpolation_between_block_centres():
+    from scipy import ndimage as ndi
+
+    from ExtremeSegLib.pseudolabel.random_walker import _upsample_linear
+
+    coarse = ndi.gaussian_filter(np.random.default_rng(0).random((10, 8, 6)), 1.5).astype(np.float32)
+    fine = _upsample_linear(coarse, (2, 2, 1), (20, 16, 6))
+    assert fine.shape == (20, 16, 6)
+    expected = ndi.zoom(coarse, (2, 2, 1), order=1, mode="nearest", grid_mode=True)
+    assert np.abs(fine - expected).max() < 1e-5
+    # a partial last block (odd fine size) keeps the blocks' alignment from index 0
+    assert np.allclose(_upsample_linear(coarse, (2, 2, 1), (19, 16, 6)), fine[:19])
+
