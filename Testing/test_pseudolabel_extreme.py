@@ -267,3 +267,17 @@ def test_benchmark_adapter_on_real_cases(shared_data):
     reference = read_labelmap(acdc.label)
     assert set(np.unique(prediction.array)) <= {0, 1, 3}
     assert dice(prediction.array == 3, reference.array == 3) > 0.5
+
+
+def test_intensity_likelihood_ratio_bins_equal_digitize_over_0_to_1():
+    from ExtremeSegLib.pseudolabel.extreme_points import intensity_likelihood_ratio
+
+    x = np.clip(np.random.default_rng(1).normal(0.5, 0.4, (30, 20, 10)), 0, 1)
+    seeds = np.where(x > 0.6, 1, 0).astype(np.int16)
+    edges = np.linspace(0.0, 1.0, 33)
+    which = np.clip(np.digitize(x, edges) - 1, 0, 31)
+    ratio = intensity_likelihood_ratio(x, seeds, bins=32)
+    # one value per bin: voxels of a bin share it, and the bright bins lean to the foreground
+    for b in (0, 10, 31):
+        assert np.ptp(ratio[which == b]) == 0
+    assert ratio[which == 31].min() > 0.5 > ratio[which == 0].max()

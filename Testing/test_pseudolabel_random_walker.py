@@ -5,7 +5,12 @@ import pytest
 from skimage.segmentation import random_walker as skimage_random_walker
 
 from ExtremeSegLib.errors import InputError
-from ExtremeSegLib.pseudolabel.random_walker import _upsample, memory_estimate, random_walker, solver_threads
+from ExtremeSegLib.pseudolabel.random_walker import (
+    _upsample_linear,
+    memory_estimate,
+    random_walker,
+    solver_threads,
+)
 
 
 def _two_regions(shape=(24, 22, 20), seed=0):
@@ -146,11 +151,11 @@ def test_slices_solved_on_threads_equal_the_serial_solve(monkeypatch):
 def test_upsampling_interpolates_between_block_centres():
     # block j of 2 voxels has its centre at fine coordinate 2j + 0.5: a linear ramp there stays linear on the
     # fine grid, held constant beyond the outermost centres; an odd fine size is cropped
-    coarse = np.arange(5.0)[None, :, None, None] * np.ones((2, 5, 3, 1))
-    fine = _upsample(coarse, np.array([2, 1, 1]), (9, 3, 1))
+    coarse = np.arange(5.0)[:, None, None] * np.ones((5, 3, 1))
+    fine = _upsample_linear(coarse, np.array([2, 1, 1]), (9, 3, 1))
     expected = np.clip((np.arange(9) - 0.5) / 2, 0, 4)
-    np.testing.assert_allclose(fine[1, :, 0, 0], expected)
-    assert fine.shape == (2, 9, 3, 1)
+    np.testing.assert_allclose(fine[:, 0, 0], expected)
+    assert fine.shape == (9, 3, 1)
 
 
 def test_direct_coarse_to_fine_agrees_with_the_exact_solve():
@@ -177,3 +182,16 @@ def test_direct_coarse_to_fine_agrees_with_the_exact_solve():
 def test_memory_estimate_grows_with_region_and_classes():
     assert memory_estimate((200, 150, 90), 2) > memory_estimate((100, 150, 90), 2)
     assert memory_estimate((100, 100, 100), 4) > memory_estimate((100, 100, 100), 2)
+
+
+def test_coarse_to_fine_upsampling_is_linear_interpolation_between_block_centres():
+    from scipy import ndimage as ndi
+
+    coarse = ndi.gaussian_filter(np.random.default_rng(0).random((10, 8, 6)), 1.5).astype(np.float32)
+    fine = _upsample_linear(coarse, (2, 2, 1), (20, 16, 6))
+    assert fine.shape == (20, 16, 6)
+    expected = ndi.zoom(coarse, (2, 2, 1), order=1, mode="nearest", grid_mode=True)
+    assert np.abs(fine - expected).max() < 1e-5
+    # a partial last block (odd fine size) keeps the blocks' alignment from index 0
+    assert np.allclose(_upsample_linear(coarse, (2, 2, 1), (19, 16, 6)), fine[:19])
+

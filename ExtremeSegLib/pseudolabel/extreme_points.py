@@ -457,8 +457,8 @@ def intensity_likelihood_ratio(intensities: np.ndarray, seeds: np.ndarray, bins:
     ndarray of float, shape (I, J, K)
         ``h_fg / (h_bg + h_fg)`` at each voxel's intensity.
     """
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(intensities, edges) - 1, 0, bins - 1)
+    # equal bins over 0..1: the bin is floor(x * bins) (np.digitize's binary search is 10x slower)
+    which = np.clip((np.asarray(intensities, dtype=np.float32) * bins).astype(np.intp), 0, bins - 1)
     hist = []
     for c in (0, 1):
         h = np.bincount(which[seeds == c], minlength=bins).astype(float)

@@ -324,24 +324,29 @@ def _coarse_start(image, seeds, spacing, settings: _Settings, prior):
     coarse_prior = None if prior is None else np.stack([_block_mean(p, factors) for p in prior])
     coarse = _solve(coarse_image, coarse_seeds, spacing * factors, settings,
                     coarse_image.size > 2 * _COARSEST_VOXELS, coarse_prior, None)
-    return _upsample(coarse, factors, image.shape)
+    if settings.num_classes == 2:  # linear interpolation keeps the sum: upsample one class, the other is 1 - it
+        fine = _upsample_linear(coarse[1], factors, image.shape)
+        return np.stack([1.0 - fine, fine])
+    return np.stack([_upsample_linear(p, factors, image.shape) for p in coarse])
 
 
-def _upsample(coarse, factors, shape):
-    """Linear interpolation of ``coarse`` ``(C, ...)`` back onto the fine grid of :func:`_block_view` (block
-    ``j`` covers fine voxels ``2j, 2j + 1`` along an axis of factor 2; values at block centres, the edge ones
-    held outside), cropped to ``shape``."""
-    out = coarse
-    for axis, f in enumerate(factors):
+def _upsample_linear(coarse, factors, shape):
+    """Linear interpolation of block values back to the fine grid, one axis at a time (edges held).
+
+    Fine voxel ``i`` of an axis with blocks of ``f`` lies at block coordinate ``(i + 0.5) / f - 0.5``, between
+    two block centres (``ndi.zoom(order=1, grid_mode=True)`` of an exact ``f``-fold zoom, 10x faster).
+    """
+    out = np.asarray(coarse, dtype=np.float32)
+    for axis, (f, n) in enumerate(zip(factors, shape)):
         if f == 1:
             continue
-        a = axis + 1
-        n = out.shape[a]
-        lower = np.take(out, np.maximum(np.arange(n) - 1, 0), axis=a)
-        upper = np.take(out, np.minimum(np.arange(n) + 1, n - 1), axis=a)
-        even, odd = 0.75 * out + 0.25 * lower, 0.75 * out + 0.25 * upper
-        out = np.stack([even, odd], axis=a + 1).reshape(out.shape[:a] + (2 * n,) + out.shape[a + 1:])
-    return out[(slice(None),) + tuple(slice(0, n) for n in shape)]
+        where = (np.arange(n) + 0.5) / f - 0.5
+        below = np.floor(where).astype(int)
+        t = (where - below).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+        last = out.shape[axis] - 1
+        out = ((1.0 - t) * np.take(out, np.clip(below, 0, last), axis=axis)
+               + t * np.take(out, np.clip(below + 1, 0, last), axis=axis))
+    return out
 
 
 def _block_view(array, factors, fill):
@@ -484,8 +489,8 @@ def _pcg(apply, b, x, inv_diag, tol, max_iter):
 
     dims = tuple(range(1, b.dim()))
 
-    def dot(a, c):
-        return (a * c).sum(dim=dims, dtype=torch.float64)
+    def dot(a, c):  # float32 sums (torch reduces pairwise: ~1e-6 relative error, far below tol); float64 cost 2x
+        return (a * c).sum(dim=dims).to(torch.float64)
 
     def bcast(s):
         return s.to(b.dtype).reshape((-1,) + (1,) * (b.dim() - 1))
