@@ -41,7 +41,7 @@ from scribbles_acdc import SETTINGS, Log  # noqa: E402
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import cpu_model, versions  # noqa: E402
 from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
-from ExtremeSegLib.recipes.history import plot_dice_curves  # noqa: E402
+from ExtremeSegLib.recipes.history import dice_curve, plot_dice_curves  # noqa: E402
 from ExtremeSegLib.training.engine import load_checkpoint  # noqa: E402
 
 RUNS = REPO / "benchmarks" / "runs" / "engine_levers_acdc"
@@ -106,16 +106,14 @@ def report(args) -> None:
         log, finished = epoch_log(RUNS / name)
         if not log:
             continue
-        minutes, dice, t = [], [], 0.0
-        for r in log:
-            t += r["seconds"]
-            if r.get("validation_dice") is not None:
-                minutes.append(t / 60)
-                dice.append(r["validation_dice"])
+        history = [{"round": 0, "epoch_log": log}]
+        points = dice_curve(history)
         results["runs"][name] = {"title": title, "changes": changes, "planned_steps": epochs * STEPS_PER_EPOCH,
                                  "steps": len(log) * STEPS_PER_EPOCH, "finished": finished,
-                                 "train_minutes": t / 60, "curve": [list(p) for p in zip(minutes, dice)]}
-        curves[f"{name}: {title}"] = [{"round": 0, "epoch_log": log}]
+                                 "train_minutes": points[-1]["minutes"],
+                                 "curve": [[p["minutes"], p["validation_dice"]] for p in points
+                                           if p["validation_dice"] is not None]}
+        curves[f"{name}: {title}"] = history
     lines = ["# Engine levers: full supervision on ACDC, validation carved from the training split", "",
              f"{results['cpu']}; 80 training volumes, 20 validation volumes (10 training-split patients). "
              "Commands: see benchmarks/engine_levers_acdc.py.", "",
