@@ -148,16 +148,6 @@ def test_slices_solved_on_threads_equal_the_serial_solve(monkeypatch):
     np.testing.assert_array_equal(random_walker(image, seeds, solver="direct", slice_axis=0), serial)
 
 
-def test_upsampling_interpolates_between_block_centres():
-    # block j of 2 voxels has its centre at fine coordinate 2j + 0.5: a linear ramp there stays linear on the
-    # fine grid, held constant beyond the outermost centres; an odd fine size is cropped
-    coarse = np.arange(5.0)[:, None, None] * np.ones((5, 3, 1))
-    fine = _upsample_linear(coarse, np.array([2, 1, 1]), (9, 3, 1))
-    expected = np.clip((np.arange(9) - 0.5) / 2, 0, 4)
-    np.testing.assert_allclose(fine[:, 0, 0], expected)
-    assert fine.shape == (9, 3, 1)
-
-
 def test_direct_coarse_to_fine_agrees_with_the_exact_solve():
     # a stack of slices large enough for a coarse level: the band is solved exactly, sure regions the band
     # contradicts are solved again: close to the exact solve
@@ -186,6 +176,13 @@ def test_memory_estimate_grows_with_region_and_classes():
 
 def test_coarse_to_fine_upsampling_is_linear_interpolation_between_block_centres():
     from scipy import ndimage as ndi
+
+    # block j of 2 voxels has its centre at fine coordinate 2j + 0.5: a linear ramp there stays linear on the
+    # fine grid, held constant beyond the outermost centres; an odd fine size is cropped
+    ramp = np.arange(5.0)[:, None, None] * np.ones((5, 3, 1))
+    fine = _upsample_linear(ramp, np.array([2, 1, 1]), (9, 3, 1))
+    np.testing.assert_allclose(fine[:, 0, 0], np.clip((np.arange(9) - 0.5) / 2, 0, 4))
+    assert fine.shape == (9, 3, 1)
 
     coarse = ndi.gaussian_filter(np.random.default_rng(0).random((10, 8, 6)), 1.5).astype(np.float32)
     fine = _upsample_linear(coarse, (2, 2, 1), (20, 16, 6))
