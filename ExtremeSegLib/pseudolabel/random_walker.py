@@ -489,7 +489,7 @@ def _pcg(apply, b, x, inv_diag, tol, max_iter):
 
     dims = tuple(range(1, b.dim()))
 
-    def dot(a, c):  # float32 sums (torch reduces pairwise: ~1e-6 relative error, far below tol); float64 cost 2x
+    def dot(a, c):  # float32 sums (pairwise: ~1e-6 relative error, far below tol); float64 sums were 5x slower
         return (a * c).sum(dim=dims).to(torch.float64)
 
     def bcast(s):
