@@ -302,6 +302,11 @@ def _solve(image, seeds, spacing, settings: _Settings, multiscale, prior, initia
     return _solve_scipy(weights, seeds, settings, prior, initial, coarse)
 
 
+def _solved_classes(num_classes: int) -> list:
+    """The classes whose probabilities are solved for: with two, only class 1 (class 0 is 1 minus it)."""
+    return [1] if num_classes == 2 else list(range(num_classes))
+
+
 def _coarse_start(image, seeds, spacing, settings: _Settings, prior):
     """Solve on a 2x coarser grid (only axes whose spacing is within 2x of the finest) and upsample.
 
@@ -404,7 +409,7 @@ def _solve_torch(weights, seeds, settings: _Settings, prior, initial):
         return out
 
     # Two classes: one system (the other is its complement). More: one per class, normalised after.
-    solved = [1] if num_classes == 2 else list(range(num_classes))
+    solved = _solved_classes(num_classes)
     indicators = torch.stack([(seeds_t == c).to(dtype) for c in solved])
     rhs = unknown * neighbour_sum(indicators)
     if prior_weight > 0:
@@ -441,7 +446,7 @@ def _solve_torch_band(weights, seeds, settings: _Settings, prior, initial):
     num_classes, prior_weight = settings.num_classes, settings.prior_weight
     unknown = seeds < 0
     band = _band(unknown, initial, settings.band_tolerance)
-    solved = [1] if num_classes == 2 else list(range(num_classes))
+    solved = _solved_classes(num_classes)
     known = np.stack([np.where(unknown, initial[c], seeds == c) for c in solved]).astype(np.float32)
     free = np.flatnonzero(band)
     if free.size:
@@ -519,7 +524,7 @@ def _pcg(apply, b, x, inv_diag, tol, max_iter):
 def _solve_scipy(weights, seeds, settings: _Settings, prior, initial, coarse=None):
     """SciPy solvers on the unlabelled voxels, or (``coarse`` given) only on the uncertain band (as
     :func:`_solve_torch_band`, with the coarse values fixed elsewhere), checked for consistency (below)."""
-    solved = [1] if settings.num_classes == 2 else list(range(settings.num_classes))
+    solved = _solved_classes(settings.num_classes)
     indicators = np.stack([seeds == c for c in solved]).astype(np.float64)
     unknown = seeds < 0
     if coarse is None:
@@ -576,7 +581,7 @@ def _assemble(weights, free, fixed, settings: _Settings, prior):
     """The graph Laplacian on the free voxels ``(M, M)`` (CSR), the right-hand sides ``(M, S)`` from the fixed
     neighbours (and the prior), the diagonal ``(M,)`` and the free voxels' flat indices ``(M,)``."""
     prior_weight = settings.prior_weight
-    solved = [1] if settings.num_classes == 2 else list(range(settings.num_classes))
+    solved = _solved_classes(settings.num_classes)
     shape = free.shape
     flat_free = free.ravel()
     flat_fixed = fixed.reshape(len(solved), -1)
@@ -694,7 +699,7 @@ def _solve_sparse(weights, free, fixed, settings: _Settings, prior, initial, fac
     if settings.solver == "direct" and settings.slice_axis is not None:
         return _solve_slices(weights, free, fixed, settings, prior, {} if factors is None else factors)
     lap, rhs, diag, voxels = _assemble(weights, free, fixed, settings, prior)
-    solved = [1] if settings.num_classes == 2 else list(range(settings.num_classes))
+    solved = _solved_classes(settings.num_classes)
     m = voxels.size
     solver = settings.solver
     if solver == "direct":
