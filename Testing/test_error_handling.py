@@ -1,12 +1,15 @@
-"""Bad input and faults as a user meets them: real files, the real ``python -m ExtremeSegLib.cli`` in a subprocess;
-each failure must be one line on stderr with exit status 2 (never a traceback), and leave no output behind.
+"""Bad input and faults as a user meets them: real files, the real command line (its ``main``, stdout and stderr
+captured; ``python -m ExtremeSegLib.cli`` in a subprocess where a fresh process is the point); each failure must
+be one line on stderr with exit status 2 (never a traceback), and leave no output behind.
 
 The kinds tried and their outcomes are tabled in docs/error_handling.md. A full disk and a read-only folder are
 real: a tiny (or read-only) tmpfs mounted for the test when it runs as root and may mount (else skipped); the
 ENOSPC path through the writers is also provoked without root by a writer that fails with ENOSPC half-way.
 """
 
+import contextlib
 import errno
+import io
 import json
 import os
 import subprocess
@@ -24,11 +27,27 @@ from ExtremeSegLib.io.volumes import write_atomically
 from ExtremeSegLib.simulate import simulate_extreme_points
 
 
-def cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    """``extremeseg ARGS`` as the user runs it, in a fresh interpreter."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "ExtremeSegLib.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=300)
+def cli(*args, cwd=None, fresh=False) -> subprocess.CompletedProcess:
+    """``extremeseg ARGS`` as the user runs it: the command line's ``main`` in this interpreter (a fresh one costs
+    seconds of imports per call), or with ``fresh=True`` ``python -m ExtremeSegLib.cli`` in a subprocess."""
+    args = [str(a) for a in args]
+    if fresh:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        return subprocess.run([sys.executable, "-m", "ExtremeSegLib.cli", *args], capture_output=True,
+                              text=True, cwd=cwd, env=env, timeout=300)
+    from ExtremeSegLib.cli import main
+
+    out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd or before)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(args)
+            except SystemExit as exit_:  # argparse refuses an option this way
+                code = exit_.code
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["extremeseg", *args], code, out.getvalue(), err.getvalue())
 
 
 def refused(result, *phrases) -> str:
@@ -124,8 +143,9 @@ def test_read_only_output_folder(case, read_only_folder, command, trained_model,
 
 def test_output_that_is_an_input_is_refused_whatever_the_flags(case):
     before = case["image"].read_bytes()
-    result = cli("pseudolabel", "--image", case["image"], "--points", case["points"],
-                 "--out", case["image"].parent / "o.seg.nrrd", "--probability", case["image"], "--overwrite")
+    result = cli("pseudolabel", "--image", case["image"], "--points", case["points"],  # as run: a new process
+                 "--out", case["image"].parent / "o.seg.nrrd", "--probability", case["image"], "--overwrite",
+                 fresh=True)
     refused(result, "image.nii.gz is one of this command's inputs")
     assert case["image"].read_bytes() == before
     assert not (case["image"].parent / "o.seg.nrrd").exists()  # written before the refusal, removed with it
@@ -268,7 +288,8 @@ def write_job(folder: Path, cases=2, **sections) -> Path:
 
 def test_train_output_that_is_a_file(tmp_path):
     (tmp_path / "taken").write_text("a file of the user's")
-    refused(cli("train", "--config", write_job(tmp_path, output="taken")), "taken exists and is not a folder")
+    refused(cli("train", "--config", write_job(tmp_path, output="taken"), fresh=True),
+            "taken exists and is not a folder")
     assert (tmp_path / "taken").read_text() == "a file of the user's"
 
 
@@ -305,10 +326,10 @@ def test_second_train_on_a_running_folder_is_refused(tmp_path):
     from ExtremeSegLib.run_lock import RunLock
 
     job = write_job(tmp_path)
-    with RunLock(tmp_path / "run") as lock:  # this test process is the run in progress
+    with RunLock(tmp_path / "run") as lock:  # this test process is the run in progress, another one is refused
         lock.acquire()
-        refused(cli("train", "--config", job, "--resume"), "a run is in progress in", "--resume")
-        refused(cli("train", "--config", job), "a run is in progress in")
+        refused(cli("train", "--config", job, "--resume", fresh=True), "a run is in progress in", "--resume")
+        refused(cli("train", "--config", job, fresh=True), "a run is in progress in")
     assert cli("train", "--config", job).returncode == 0  # released: a lock file left behind blocks nothing
 
 
