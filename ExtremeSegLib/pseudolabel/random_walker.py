@@ -42,7 +42,9 @@ probabilities to a few hundredths (measured in ``benchmarks/results/pseudolabel_
 solvers (``"direct"``, ``"cg_j"``, ``"cg_mg"``) ``multiscale`` solves the same band, at every level, and then
 checks it: where the band's values at its edge differ from the coarse values behind it by more than
 ``band_tolerance``, the coarse grid was confidently wrong in that whole sure region (a thin wall blurred, a stroke
-thickened), which joins the band and is solved again (:data:`BAND_CHECKS` times at most). With
+thickened), which joins the band and is solved again (:data:`BAND_CHECKS` times at most); their coarse grids
+take their edge weights from the fine ones (series along an edge, parallel across: :func:`_coarse_weights`), so
+that the coarse grid is seldom sure where the fine one is not. With
 ``band_tolerance=1e-3`` seed areas at tau 0.99 agree with the single-level walk on all but about 1e-5 of the voxels
 (``benchmarks/results/scribbles_seeds_speed.md``).
 """
