@@ -722,12 +722,12 @@ def _solve_slices(weights, free, fixed, settings: _Settings, prior, factors: dic
             parts = list(pool.map(one, slices))
     else:
         parts = [one(k) for k in slices]
-    values = np.zeros(fixed.shape)
+    # a slice's free voxels keep their order among all free voxels (C order): place each slice's values directly
+    along = np.unravel_index(np.flatnonzero(free), free.shape)[axis]
+    values = np.empty((fixed.shape[0], along.size))
     for k, x in zip(slices, parts):
-        pick = (slice(None),) * axis + (slice(k, k + 1),)
-        sub = values[(slice(None),) + pick]
-        sub[:, free[pick]] = x
-    return values[:, free]
+        values[:, along == k] = x
+    return values
 
 
 def _bordered_solve(lu, lap, rhs, old):
