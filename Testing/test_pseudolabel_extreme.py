@@ -80,22 +80,23 @@ def test_intensity_rerouting_keeps_paths_from_clicks_that_missed_inside_the_obje
 def test_rerouting_rounds_on_coarser_blocks_give_the_same_label(monkeypatch):
     # a large region (path_search_voxels forces it): the re-routing rounds search on blocks coarser than the
     # final search's and are not refined; their paths only feed the intensity model, so the pseudo-label is the
-    # one the rounds on the final search's blocks give
+    # one that rounds on the final search's blocks give
     from ExtremeSegLib.pseudolabel import extreme_points as maker
 
-    image, label = make_ellipsoid(shape=(60, 54, 52), radii_mm=(25.0, 22.0, 21.0), spacing=(1.0, 1.0, 1.0),
+    image, label = make_ellipsoid(shape=(72, 72, 72), radii_mm=(34.0, 33.0, 33.0), spacing=(1.0, 1.0, 1.0),
                                   noise=0.3)
-    for seed in (2, 3):
-        clicks = ExtremePoints.from_points(simulate_extreme_points(label, noise_mm=2.0, seed=seed), image)
-        labels = []
-        for shrink, across in ((maker.ROUND_SEARCH_SHRINK, maker.ROUND_VOXELS_ACROSS), (1, 24.0)):
-            monkeypatch.setattr(maker, "ROUND_SEARCH_SHRINK", shrink)
-            monkeypatch.setattr(maker, "ROUND_VOXELS_ACROSS", across)
-            chosen = {}
-            labels.append(extreme_points_pseudolabel(image, clicks, path_search_voxels=20_000, chosen=chosen).hard())
-            assert max(chosen["path_grid_factors"]) > 1
-        assert dice(labels[0] == 1, labels[1] == 1) > 0.98
-        assert dice(labels[0] == 1, label.array) > 0.9
+    clicks = ExtremePoints.from_points(simulate_extreme_points(label, noise_mm=2.0, seed=2), image)
+    labels, factors = [], []
+    for shrink, across in ((maker.ROUND_SEARCH_SHRINK, maker.ROUND_VOXELS_ACROSS), (1, 24.0)):
+        monkeypatch.setattr(maker, "ROUND_SEARCH_SHRINK", shrink)
+        monkeypatch.setattr(maker, "ROUND_VOXELS_ACROSS", across)
+        chosen = {}
+        labels.append(extreme_points_pseudolabel(image, clicks, path_search_voxels=40_000, chosen=chosen).hard())
+        factors.append((chosen["path_grid_factors"], chosen["round_path_grid_factors"]))
+    assert factors[1][1] == factors[1][0] == factors[0][0] and max(factors[0][0]) > 1  # shrink 1: the final blocks
+    assert min(factors[0][1]) > max(factors[0][0])  # the default: coarser rounds
+    assert dice(labels[0] == 1, labels[1] == 1) > 0.98
+    assert dice(labels[0] == 1, label.array) > 0.9
 
 
 def test_fill_enclosed_holes_equals_scipy_in_3d_then_per_slice():

@@ -38,8 +38,9 @@ from .random_walker import memory_estimate, random_walker
 #: refuse regions whose random walker would need more memory than this (bytes); see ``memory_limit_bytes``
 DEFAULT_MEMORY_LIMIT = 4 * 1024 ** 3
 
-#: large regions: the re-routing rounds search their paths on blocks making this many times fewer voxels than the
-#: final search's (``path_search_voxels``), the object still this many blocks across
+#: large regions: the re-routing rounds search their paths on blocks making up to this many times fewer voxels
+#: than the final search's (``path_search_voxels``), the object still this many blocks across (the final search:
+#: 24); 1 and 24 search them on the final search's blocks
 ROUND_SEARCH_SHRINK = 8
 ROUND_VOXELS_ACROSS = 12.0
 
@@ -240,8 +241,9 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         the paths are refined at full resolution in a band around the coarse ones
         (:func:`.geodesic.path_grid_factors`, :func:`.geodesic.shortest_path`): the search visits most of the
         region, so this bounds the paths' time on large regions (the hippocampus and ACDC are searched whole).
-        The re-routing rounds' paths, which only feed the intensity model, are searched on blocks making
-        :data:`ROUND_SEARCH_SHRINK` times fewer voxels and not refined.
+        The re-routing rounds' paths, which only feed the intensity model, are searched on blocks making up to
+        :data:`ROUND_SEARCH_SHRINK` times fewer voxels (the object :data:`ROUND_VOXELS_ACROSS` blocks across) and not
+        refined.
     beta : float, optional
         Random-walker edge sensitivity (paper 000: 130 with scikit-image's convention); the walker
         (:func:`.random_walker.random_walker`) runs on intensities normalised to 0..1 in the region. ``None``
@@ -276,7 +278,8 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         :class:`InputError` when the random walker's estimated memory for the region exceeds it.
     chosen : dict, optional
         Filled with what the maker chose: ``contrast``, ``clear``, ``beta``, ``path_radius_mm``,
-        ``background_distance_mm`` (None = off), ``convex``, ``path_grid_factors``.
+        ``background_distance_mm`` (None = off), ``convex``, ``path_grid_factors`` (the final paths' search blocks),
+        ``round_path_grid_factors`` (the re-routing rounds').
 
     Returns
     -------
@@ -326,7 +329,7 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     clicks = points.index(image) - lo
     factors = path_grid_factors(shape, spacing, size_mm, path_search_voxels)
     # the re-routing rounds' paths only feed the next round's intensity model: on a large region their corridor
-    # is found on blocks 2x larger (8x fewer, the object still 12 blocks across) and not refined at full resolution
+    # is found on larger blocks (up to 8x fewer, the object 12 blocks across) and not refined at full resolution
     round_factors = factors if np.all(factors == 1) else path_grid_factors(
         shape, spacing, size_mm, max(path_search_voxels // ROUND_SEARCH_SHRINK, 1), ROUND_VOXELS_ACROSS)
     gradient = gradient_magnitude(intensities, spacing, gradient_sigma_mm)  # shared by every re-routing round
@@ -397,7 +400,8 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     if chosen is not None:
         chosen.update({"contrast": contrast, "clear": picked["clear"], "beta": float(beta),
                        "path_radius_mm": float(path_radius_mm), "background_distance_mm": background_distance_mm,
-                       "convex": bool(convex), "path_grid_factors": [int(f) for f in factors]})
+                       "convex": bool(convex), "path_grid_factors": [int(f) for f in factors],
+                       "round_path_grid_factors": [int(f) for f in round_factors]})
 
     full = np.zeros(image.shape, dtype=np.float32)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
