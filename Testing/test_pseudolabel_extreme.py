@@ -10,7 +10,7 @@ from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.io.markups import write_points
 from ExtremeSegLib.io.segmentations import read_segmentation
 from ExtremeSegLib.io.volumes import read_image, write_volume
-from ExtremeSegLib.masks import close_mm, convex_slices
+from ExtremeSegLib.masks import close_mm, convex_slices, fill_enclosed_holes
 from ExtremeSegLib.metrics import dice
 from ExtremeSegLib.pseudolabel.extreme_points import extreme_points_pseudolabel, near_paths, relaxed_box
 from ExtremeSegLib.simulate import simulate_extreme_points
@@ -75,6 +75,46 @@ def test_intensity_rerouting_keeps_paths_from_clicks_that_missed_inside_the_obje
             wrong[weight] += np.count_nonzero((result.weight == 1) & (result.hard() == 1) & (label.array == 0))
     assert np.mean(scores[1.0]) > 0.9 > np.mean(scores[0.0]) + 0.15
     assert wrong[1.0] < 0.5 * wrong[0.0]
+
+
+def test_rerouting_rounds_on_coarser_blocks_give_the_same_label(monkeypatch):
+    # a large region (path_search_voxels forces it): the re-routing rounds search on blocks coarser than the
+    # final search's and are not refined; their paths only feed the intensity model, so the pseudo-label is the
+    # one that rounds on the final search's blocks give
+    from ExtremeSegLib.pseudolabel import extreme_points as maker
+
+    image, label = make_ellipsoid(shape=(72, 72, 72), radii_mm=(34.0, 33.0, 33.0), spacing=(1.0, 1.0, 1.0),
+                                  noise=0.3)
+    clicks = ExtremePoints.from_points(simulate_extreme_points(label, noise_mm=2.0, seed=2), image)
+    labels, factors = [], []
+    for shrink, across in ((maker.ROUND_SEARCH_SHRINK, maker.ROUND_VOXELS_ACROSS), (1, 24.0)):
+        monkeypatch.setattr(maker, "ROUND_SEARCH_SHRINK", shrink)
+        monkeypatch.setattr(maker, "ROUND_VOXELS_ACROSS", across)
+        chosen = {}
+        labels.append(extreme_points_pseudolabel(image, clicks, path_search_voxels=40_000, chosen=chosen).hard())
+        factors.append((chosen["path_grid_factors"], chosen["round_path_grid_factors"]))
+    assert factors[1][1] == factors[1][0] == factors[0][0] and max(factors[0][0]) > 1  # shrink 1: the final blocks
+    assert min(factors[0][1]) > max(factors[0][0])  # the default: coarser rounds
+    assert dice(labels[0] == 1, labels[1] == 1) > 0.98
+    assert dice(labels[0] == 1, label.array) > 0.9
+
+
+def test_fill_enclosed_holes_equals_scipy_in_3d_then_per_slice():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(0)
+    for shape, spacing in (((40, 34, 9), (1.0, 1.0, 5.0)), ((30, 7, 28), (1.0, 4.0, 1.0))):
+        mask = ndi.gaussian_filter(rng.random(shape), 1.2) > 0.5
+        expected = ndi.binary_fill_holes(mask)
+        axis = int(np.argmax(spacing))
+        for k in range(shape[axis]):
+            plane = tuple(k if a == axis else slice(None) for a in range(3))
+            expected[plane] = ndi.binary_fill_holes(expected[plane])
+        filled = fill_enclosed_holes(mask, spacing)
+        assert (filled & ~mask).sum() > 10  # the masks have holes
+        np.testing.assert_array_equal(filled, expected)
+    assert not fill_enclosed_holes(np.zeros((4, 4, 4), bool), (1, 1, 1)).any()
+    assert fill_enclosed_holes(np.ones((4, 4, 4), bool), (1, 1, 1)).all()
 
 
 def test_closing_in_mm_matches_a_ball_element_and_survives_large_radii():

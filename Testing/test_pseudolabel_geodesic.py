@@ -124,6 +124,20 @@ def test_coarse_search_still_goes_round_a_wall():
     assert path[:, 1].max() >= 34
 
 
+def test_unrefined_coarse_path_joins_the_block_centres_in_the_corridor():
+    cost = _u_corridor((40, 40, 6))
+    cost[3:6, 3:37] = 1.0
+    cost[34:37, 3:37] = 1.0
+    cost[3:37, 34:37] = 1.0
+    start, end = (4, 4, 2), (35, 4, 2)
+    path = shortest_path(cost, start, end, coarse_factors=(2, 2, 2), refine=False)
+    assert tuple(path[0]) == start and tuple(path[-1]) == end
+    assert np.all(np.abs(np.diff(path, axis=0)).max(axis=1) == 1)  # 26-adjacent steps, no voxel twice in a row
+    assert path[:, 1].max() >= 34 and np.mean(cost[tuple(path.T)] == 1.0) > 0.9  # still round the wall
+    refined = shortest_path(cost, start, end, coarse_factors=(2, 2, 2))
+    assert _path_cost(cost, refined, (1.0, 1.0, 1.0)) <= _path_cost(cost, path, (1.0, 1.0, 1.0)) + 1e-9
+
+
 def test_block_mean_averages_whole_and_partial_blocks():
     array = np.arange(5 * 4 * 3, dtype=float).reshape(5, 4, 3)
     out = block_mean(array, (2, 2, 1))

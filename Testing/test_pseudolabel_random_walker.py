@@ -1,12 +1,17 @@
 """Random walker: agreement with scikit-image, seeds, several classes, anisotropy, priors, solvers, bad input."""
 
+import importlib
+
 import numpy as np
 import pytest
 from skimage.segmentation import random_walker as skimage_random_walker
 
 from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.pseudolabel.random_walker import (
+    _coarse_weights,
+    _Settings,
     _upsample_linear,
+    edge_weights,
     memory_estimate,
     random_walker,
     solver_threads,
@@ -192,3 +197,58 @@ def test_coarse_to_fine_upsampling_is_linear_interpolation_between_block_centres
     # a partial last block (odd fine size) keeps the blocks' alignment from index 0
     assert np.allclose(_upsample_linear(coarse, (2, 2, 1), (19, 16, 6)), fine[:19])
 
+
+
+def _settings(slice_axis=None, conductance_power=2.0):
+    return _Settings(130.0, np.asarray(1.0), conductance_power, 2, "direct", 1e-3, None, "cpu", 0.0, slice_axis, 0.3)
+
+
+def test_coarse_weights_put_the_fine_edges_in_series_along_and_in_parallel_across():
+    rng = np.random.default_rng(0)
+    image = rng.random((9, 6, 3))
+    spacing = np.array([1.0, 1.0, 3.0])
+    fine = edge_weights(image, spacing, 130.0, std=1.0, slice_axis=2)
+    coarse = _coarse_weights(fine, np.array([2, 2, 1]), spacing, _settings(slice_axis=2))
+    assert [c.shape for c in coarse] == [(4, 3, 3), (5, 2, 3), (5, 3, 2)]
+    assert not coarse[2].any()  # slices stay apart
+    w0 = np.pad(fine[0], [(0, 1), (0, 0), (0, 0)], mode="edge")  # the odd last block repeats its edge
+    for i, j, k in [(0, 0, 0), (2, 1, 2), (3, 2, 1)]:
+        rows = [2.0 / (0.5 / w0[2 * i, jj, k] + 1.0 / w0[2 * i + 1, jj, k] + 0.5 / w0[2 * i + 2, jj, k])
+                for jj in (2 * j, 2 * j + 1)]
+        assert np.isclose(coarse[0][i, j, k], np.mean(rows))
+    # a constant image: the coarse grid's own weights, whatever the spacing
+    flat = np.ones((8, 8, 4))
+    for spacing in (np.array([1.0, 1.0, 1.0]), np.array([1.0, 1.8, 2.5])):
+        factors = np.array([2, 2, 1])
+        expected = edge_weights(flat[::2, ::2], spacing * factors, 130.0, std=1.0)
+        got = _coarse_weights(edge_weights(flat, spacing, 130.0, std=1.0), factors, spacing, _settings())
+        for e, g in zip(expected, got):
+            np.testing.assert_allclose(g, e, rtol=1e-6)
+    # an edge inside a block weakens both of its links along that axis
+    step = np.zeros((8, 4, 1))
+    step[5:] = 1.0
+    links = _coarse_weights(edge_weights(step, (1, 1, 1), 130.0, std=0.1), np.array([2, 2, 1]), np.ones(3),
+                            _settings())[0][:, 0, 0]
+    assert links[1] < 1e-6 and links[2] < 1e-6
+    assert np.isclose(links[0], 0.25)  # flat: the coarse grid's weight, (1 / 2) ** 2 (the third axis is not coarsened)
+
+
+def test_slices_solve_with_blas_on_one_thread(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    image, seeds = _two_regions()
+    seeds[:2], seeds[-2:] = -1, -1
+    seeds[:, :2] = 0
+    seeds[:, 9:13, 2] = 1
+    walker_module = importlib.import_module("ExtremeSegLib.pseudolabel.random_walker")  # not the function
+    seen, factor = [], walker_module._lu
+
+    def recording_lu(lap):
+        seen.extend(info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas")
+        return factor(lap)
+
+    monkeypatch.setattr(walker_module, "_lu", recording_lu)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        random_walker(image, seeds, solver="direct", slice_axis=0)
+        assert seen and set(seen) == {1}
+        assert {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"} == {2}

@@ -38,6 +38,12 @@ from .random_walker import memory_estimate, random_walker
 #: refuse regions whose random walker would need more memory than this (bytes); see ``memory_limit_bytes``
 DEFAULT_MEMORY_LIMIT = 4 * 1024 ** 3
 
+#: large regions: the re-routing rounds search their paths on blocks making up to this many times fewer voxels
+#: than the final search's (``path_search_voxels``), the object still this many blocks across (the final search:
+#: 24); 1 and 24 search them on the final search's blocks
+ROUND_SEARCH_SHRINK = 8
+ROUND_VOXELS_ACROSS = 12.0
+
 #: numeric parameters of :func:`extreme_points_pseudolabel` -> the values they accept (the command line, the
 #: job config's ``pseudolabel`` section and ``benchmark --option`` check against the same table)
 #: (``background_distance_mm`` is a number, the word "off" or None: the maker checks it itself)
@@ -235,6 +241,9 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         the paths are refined at full resolution in a band around the coarse ones
         (:func:`.geodesic.path_grid_factors`, :func:`.geodesic.shortest_path`): the search visits most of the
         region, so this bounds the paths' time on large regions (the hippocampus and ACDC are searched whole).
+        The re-routing rounds' paths, which only feed the intensity model, are searched on blocks making up to
+        :data:`ROUND_SEARCH_SHRINK` times fewer voxels (the object :data:`ROUND_VOXELS_ACROSS` blocks across) and not
+        refined.
     beta : float, optional
         Random-walker edge sensitivity (paper 000: 130 with scikit-image's convention); the walker
         (:func:`.random_walker.random_walker`) runs on intensities normalised to 0..1 in the region. ``None``
@@ -269,7 +278,8 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
         :class:`InputError` when the random walker's estimated memory for the region exceeds it.
     chosen : dict, optional
         Filled with what the maker chose: ``contrast``, ``clear``, ``beta``, ``path_radius_mm``,
-        ``background_distance_mm`` (None = off), ``convex``, ``path_grid_factors``.
+        ``background_distance_mm`` (None = off), ``convex``, ``path_grid_factors`` (the final paths' search blocks),
+        ``round_path_grid_factors`` (the re-routing rounds').
 
     Returns
     -------
@@ -318,27 +328,34 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
 
     clicks = points.index(image) - lo
     factors = path_grid_factors(shape, spacing, size_mm, path_search_voxels)
+    # the re-routing rounds' paths only feed the next round's intensity model: on a large region their corridor
+    # is found on larger blocks (up to 8x fewer, the object 12 blocks across) and not refined at full resolution
+    round_factors = factors if np.all(factors == 1) else path_grid_factors(
+        shape, spacing, size_mm, max(path_search_voxels // ROUND_SEARCH_SHRINK, 1), ROUND_VOXELS_ACROSS)
     gradient = gradient_magnitude(intensities, spacing, gradient_sigma_mm)  # shared by every re-routing round
 
-    def paths_and_seeds(radius_mm, **cost):
-        paths = extreme_point_paths(intensities, clicks, spacing, factors, euclidean_weight=euclidean_weight,
-                                    gradient_weight=gradient_weight, auto_scale=auto_scale, gradient=gradient, **cost)
-        return paths, seeds_from_paths(shape, paths, spacing, relaxed_lo - lo, relaxed_hi - lo, radius_mm,
-                                       fixed_background)
+    rounds = int(path_intensity_rounds) if path_intensity_weight > 0 else 0
 
-    # paths that only feed the next round's intensity model need no dilation (the model takes the paths alone)
-    paths, seeds = paths_and_seeds(0.0)
+    def paths_and_seeds(last, **cost):
+        # no dilation of the seed paths yet (the intensity model takes the paths alone)
+        paths = extreme_point_paths(intensities, clicks, spacing, factors if last else round_factors, refine=last,
+                                    euclidean_weight=euclidean_weight, gradient_weight=gradient_weight,
+                                    auto_scale=auto_scale, gradient=gradient, **cost)
+        return paths, seeds_from_paths(shape, paths, spacing, relaxed_lo - lo, relaxed_hi - lo, 0.0, fixed_background)
+
+    paths, seeds = paths_and_seeds(rounds == 0)
     if not np.any(seeds == 0):
         raise InputError(
             "the extreme points span the whole image, so no voxel is known to be background; "
             "crop the image with some margin around the object, or set background_distance_mm"
         )
-    for _ in range(int(path_intensity_rounds) if path_intensity_weight > 0 else 0):
+    for done in range(1, rounds + 1):
         # the foreground model from the paths alone: their dilation reaches over the object's edge more often
         model = np.where(seeds == 0, 0, -1).astype(np.int16)
         model[tuple(np.concatenate(paths).T)] = 1
         unlike = 1.0 - intensity_likelihood_ratio(intensities, model)
-        paths, seeds = paths_and_seeds(0.0, background_probability=unlike, background_weight=path_intensity_weight)
+        paths, seeds = paths_and_seeds(done == rounds, background_probability=unlike,
+                                       background_weight=path_intensity_weight)
 
     # settings left to the data (adaptive.py): the object's contrast along its final paths picks the regime
     contrast = path_contrast(intensities, paths)
@@ -383,7 +400,8 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     if chosen is not None:
         chosen.update({"contrast": contrast, "clear": picked["clear"], "beta": float(beta),
                        "path_radius_mm": float(path_radius_mm), "background_distance_mm": background_distance_mm,
-                       "convex": bool(convex), "path_grid_factors": [int(f) for f in factors]})
+                       "convex": bool(convex), "path_grid_factors": [int(f) for f in factors],
+                       "round_path_grid_factors": [int(f) for f in round_factors]})
 
     full = np.zeros(image.shape, dtype=np.float32)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))

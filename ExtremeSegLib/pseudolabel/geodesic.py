@@ -123,7 +123,8 @@ def _dijkstra(cost: np.ndarray, start, end, spacing) -> np.ndarray:
     return np.asarray(mcp.traceback(end), dtype=np.int64)
 
 
-def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0), coarse_factors=(1, 1, 1)) -> np.ndarray:
+def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0), coarse_factors=(1, 1, 1),
+                  refine: bool = True) -> np.ndarray:
     """Minimum-cost path between two voxels (26-neighbour steps, step lengths in mm).
 
     A step costs its length in mm times the mean of the two voxels' costs (scikit-image's ``MCP_Geometric``).
@@ -144,6 +145,9 @@ def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0), coarse_
     coarse_factors : sequence of 3 ints, optional
         Block size per axis of the first, coarse search (all 1: one search at full resolution);
         see :func:`path_grid_factors`.
+    refine : bool, optional
+        With ``coarse_factors`` above 1: False returns the coarse path at full resolution without the second
+        search (its block centres joined by straight steps, :func:`_join`): the corridor, not the best voxels.
 
     Returns
     -------
@@ -165,6 +169,8 @@ def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0), coarse_
     # the band: within one block of the coarse path's block centres (consecutive centres are at most one block
     # diagonal apart, so the band is connected and holds start and end), searched in its bounding box only
     centres = np.minimum(coarse * factors + (factors - 1) // 2, np.asarray(cost.shape) - 1)
+    if not refine:
+        return _join(np.vstack([start, centres[1:-1], end]))
     radius = float(np.max(factors * spacing))
     reach = np.ceil(radius / spacing).astype(int)
     lo = np.maximum(np.minimum(centres.min(0), np.minimum(start, end)) - reach, 0)
@@ -175,6 +181,18 @@ def shortest_path(cost: np.ndarray, start, end, spacing=(1.0, 1.0, 1.0), coarse_
     band = ndi.distance_transform_edt(away, sampling=spacing) <= radius
     local = np.where(band, cost[box], np.inf)
     return _dijkstra(local, tuple(np.asarray(start) - lo), tuple(np.asarray(end) - lo), spacing) + lo
+
+
+def _join(points: np.ndarray) -> np.ndarray:
+    """Voxels ``(N, 3)`` of the straight steps joining consecutive points ``(P, 3)`` (each voxel adjacent to the
+    next, 26-neighbours), the first and last point included."""
+    pieces = [points[:1]]
+    for a, b in zip(points[:-1], points[1:]):
+        steps = int(np.abs(b - a).max())
+        if steps:
+            t = np.arange(1, steps + 1)[:, None] / steps
+            pieces.append(np.round(a + t * (b - a)).astype(np.int64))
+    return np.concatenate(pieces)
 
 
 def path_grid_factors(shape, spacing, size_mm: float, max_voxels: int = 100_000,
@@ -216,7 +234,7 @@ def path_grid_factors(shape, spacing, size_mm: float, max_voxels: int = 100_000,
 
 
 def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1.0, 1.0, 1.0),
-                        coarse_factors=(1, 1, 1), **cost_params) -> list:
+                        coarse_factors=(1, 1, 1), refine: bool = True, **cost_params) -> list:
     """The 3 minimum-cost paths joining each pair of opposite extreme points.
 
     Parameters
@@ -228,6 +246,8 @@ def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1
     spacing : sequence of 3 floats, optional
         Voxel size in mm per axis.
     coarse_factors : sequence of 3 ints, optional
+        See :func:`shortest_path`.
+    refine : bool, optional
         See :func:`shortest_path`.
     **cost_params
         Passed to :func:`geodesic_cost` (the automatic scaling uses each path's start); its ``gradient``, when
@@ -247,5 +267,5 @@ def extreme_point_paths(image: np.ndarray, extreme_index: np.ndarray, spacing=(1
     paths = []
     for lo, hi in extreme_index.astype(int):
         cost = geodesic_cost(image, spacing, start=lo, gradient=gradient, **cost_params) if per_start else shared
-        paths.append(shortest_path(cost, lo, hi, spacing, coarse_factors))
+        paths.append(shortest_path(cost, lo, hi, spacing, coarse_factors, refine))
     return paths

@@ -42,7 +42,9 @@ probabilities to a few hundredths (measured in ``benchmarks/results/pseudolabel_
 solvers (``"direct"``, ``"cg_j"``, ``"cg_mg"``) ``multiscale`` solves the same band, at every level, and then
 checks it: where the band's values at its edge differ from the coarse values behind it by more than
 ``band_tolerance``, the coarse grid was confidently wrong in that whole sure region (a thin wall blurred, a stroke
-thickened), which joins the band and is solved again (:data:`BAND_CHECKS` times at most). With
+thickened), which joins the band and is solved again (:data:`BAND_CHECKS` times at most); their coarse grids
+take their edge weights from the fine ones (series along an edge, parallel across: :func:`_coarse_weights`), so
+that the coarse grid is seldom sure where the fine one is not. With
 ``band_tolerance=1e-3`` seed areas at tau 0.99 agree with the single-level walk on all but about 1e-5 of the voxels
 (``benchmarks/results/scribbles_seeds_speed.md``).
 """
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -287,14 +290,15 @@ def random_walker(image: np.ndarray, seeds: np.ndarray, spacing=(1.0, 1.0, 1.0),
 
 
 # -- one level ------------------------------------------------------------------------------------
-def _solve(image, seeds, spacing, settings: _Settings, multiscale, prior, initial):
-    """Probabilities (C, ...) on the grid of ``seeds``; seeds exact."""
+def _solve(image, seeds, spacing, settings: _Settings, multiscale, prior, initial, weights=None):
+    """Probabilities (C, ...) on the grid of ``seeds``; seeds exact (``weights``: this grid's, if known)."""
+    dtype = np.float32 if settings.solver == "cg_torch" else np.float64
+    if weights is None:
+        weights = edge_weights(image, spacing, settings.beta, dtype, settings.std, settings.conductance_power,
+                               settings.slice_axis)
     coarse = None
     if multiscale and initial is None and image.size > 2 * _COARSEST_VOXELS:
-        coarse = initial = _coarse_start(image, seeds, spacing, settings, prior)
-    dtype = np.float32 if settings.solver == "cg_torch" else np.float64
-    weights = edge_weights(image, spacing, settings.beta, dtype, settings.std, settings.conductance_power,
-                           settings.slice_axis)
+        coarse = initial = _coarse_start(image, seeds, spacing, settings, prior, weights)
     if settings.solver == "cg_torch" and coarse is not None:
         return _solve_torch_band(weights, seeds, settings, prior, coarse)
     if settings.solver == "cg_torch":
@@ -307,12 +311,17 @@ def _solved_classes(num_classes: int) -> list:
     return [1] if num_classes == 2 else list(range(num_classes))
 
 
-def _coarse_start(image, seeds, spacing, settings: _Settings, prior):
+def _coarse_start(image, seeds, spacing, settings: _Settings, prior, weights):
     """Solve on a 2x coarser grid (only axes whose spacing is within 2x of the finest) and upsample.
 
-    The coarse image is the block mean, a block holding seeds of one class only is a seed of that class.
-    (Summing the fine edge weights across block faces instead, as algebraic multigrid would, measured far
-    worse: blocks straddling an edge then join both sides strongly.)
+    The coarse image is the block mean, a block holding seeds of one class only is a seed of that class. With
+    ``cg_torch`` the coarse edge weights come from that image; with the SciPy solvers from the fine weights
+    (:func:`_coarse_weights`: series along the edge, parallel across it), which keeps the fine grid's conductance
+    where the image varies within a block: block means of a textured region make edges 4x more selective (the
+    step between blocks is twice a voxel's), so the coarse grid was sure where the fine one is not, and the band
+    check had to solve those regions again (1.8 CPU s of 6.7 on the LGE-sized stack). (Summing the fine edge
+    weights across block faces alone, as algebraic multigrid would, measured far worse: blocks straddling an
+    edge then join both sides strongly; in series, the edge inside a block weakens both of its links.)
     """
     factors = np.where((spacing <= 2.0 * spacing.min()) & (np.asarray(image.shape) >= 8), 2, 1)
     if settings.slice_axis is not None:
@@ -327,12 +336,48 @@ def _coarse_start(image, seeds, spacing, settings: _Settings, prior):
         return None
     coarse_image = _block_mean(image, factors)
     coarse_prior = None if prior is None else np.stack([_block_mean(p, factors) for p in prior])
+    # the SciPy solvers check the band and solve again where the coarse grid was wrong: their coarse grid gets
+    # the fine edges' conductance (the LGE-sized seed areas: the fine level's check then adds 5 000 voxels less)
+    coarse_weights = None if settings.solver == "cg_torch" else _coarse_weights(weights, factors, spacing, settings)
     coarse = _solve(coarse_image, coarse_seeds, spacing * factors, settings,
-                    coarse_image.size > 2 * _COARSEST_VOXELS, coarse_prior, None)
+                    coarse_image.size > 2 * _COARSEST_VOXELS, coarse_prior, None, coarse_weights)
     if settings.num_classes == 2:  # linear interpolation keeps the sum: upsample one class, the other is 1 - it
         fine = _upsample_linear(coarse[1], factors, image.shape)
         return np.stack([1.0 - fine, fine])
     return np.stack([_upsample_linear(p, factors, image.shape) for p in coarse])
+
+
+def _coarse_weights(weights, factors, spacing, settings: _Settings):
+    """Edge weights between blocks of ``factors`` (1 or 2 per axis) from the fine ``weights`` (as
+    :func:`edge_weights` returns them): along the edge's axis the fine edges between the two block centres in
+    series (weighted harmonic mean: half of each block's inner edge, the whole edge across their face), the face's
+    rows in parallel (their mean), scaled from the fine grid's conductance ``(h_min / h_a) ** p`` to the coarse
+    grid's. Equal to the coarse grid's own weights where the image is constant."""
+    spacing = np.asarray(spacing, dtype=float)
+    coarse_spacing = spacing * factors
+    out = []
+    for axis, w in enumerate(weights):
+        n_coarse = -(-(w.shape[axis] + 1) // factors[axis])
+        if axis == settings.slice_axis or n_coarse < 2:
+            shape = [-(-n // f) for n, f in zip(w.shape, factors)]
+            shape[axis] = max(n_coarse - 1, 0)
+            out.append(np.zeros(shape, dtype=w.dtype))
+            continue
+        if factors[axis] == 2:
+            pad = [(0, 0)] * 3
+            pad[axis] = (0, 2 * n_coarse - 1 - w.shape[axis])
+            we = np.pad(w, pad, mode="edge") if pad[axis][1] > 0 else w
+            edge = [tuple(slice(k, k + 2 * (n_coarse - 1), 2) if a == axis else slice(None) for a in range(3))
+                    for k in range(3)]  # block J's inner edge, the edge across the face, block J + 1's inner edge
+            series = 0.5 / we[edge[0]] + 1.0 / we[edge[1]] + 0.5 / we[edge[2]]
+            along = 2.0 / series
+        else:
+            along = w
+        rows = [1 if a == axis else f for a, f in enumerate(factors)]
+        scale = ((coarse_spacing.min() / coarse_spacing[axis]) / (spacing.min() / spacing[axis])) \
+            ** settings.conductance_power
+        out.append((_block_mean(along, rows) * scale).astype(w.dtype))
+    return out
 
 
 def _upsample_linear(coarse, factors, shape):
@@ -635,6 +680,16 @@ def solver_threads() -> int:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _one_blas_thread():
+    """BLAS on one thread while the slices are solved on several (SuperLU calls BLAS inside each: 2 workers with 2
+    BLAS threads each oversubscribe 2 cores), with ``threadpoolctl`` where it is installed (the ``speed`` extra)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def _solve_slices(weights, free, fixed, settings: _Settings, prior, factors: dict):
     """The direct solve with ``slice_axis``: no edges between slices, so each slice is its own problem, assembled
     and factored on its own, the slices spread over :func:`solver_threads` threads (SuperLU releases the GIL).
@@ -663,16 +718,16 @@ def _solve_slices(weights, free, fixed, settings: _Settings, prior, factors: dic
 
     workers = min(solver_threads(), len(slices))
     if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
+        with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
             parts = list(pool.map(one, slices))
     else:
         parts = [one(k) for k in slices]
-    values = np.zeros(fixed.shape)
+    # a slice's free voxels keep their order among all free voxels (C order): place each slice's values directly
+    along = np.unravel_index(np.flatnonzero(free), free.shape)[axis]
+    values = np.empty((fixed.shape[0], along.size))
     for k, x in zip(slices, parts):
-        pick = (slice(None),) * axis + (slice(k, k + 1),)
-        sub = values[(slice(None),) + pick]
-        sub[:, free[pick]] = x
-    return values[:, free]
+        values[:, along == k] = x
+    return values
 
 
 def _bordered_solve(lu, lap, rhs, old):
