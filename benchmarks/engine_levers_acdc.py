@@ -9,7 +9,17 @@ about 10 times per run, so each run gives a Dice-against-training-minutes curve.
 - ``default``: the settings above;
 - ``dice_ce``: soft Dice + cross-entropy (nnU-Net's loss) instead of cross-entropy alone;
 - ``coarse``: a model grid of 2.5 mm in-plane (the images: about 1.4-1.6 mm), predictions resampled back to the
-  image grid; 3x the steps, since a step costs about a third.
+  image grid; 3x the steps, since a step costs about a third;
+- ``planned``: no spacing given: the planner's rule (``docs/training.md``) picks the model grid; 3x the steps.
+
+``plan`` prints the grid the planner picks (no training) for ACDC (slice-wise, the runs here) and the
+hippocampus (3D, the settings of ``train_extreme_points.py``; its two labels as one class, and as two), with the
+thickness and round-trip Dice behind it. ``test`` trains the ``planned`` settings on the whole training split and
+scores the test split (about 10 times during training: the Dice-against-minutes curve); it is the one test-split
+run, resumable like the others::
+
+    /tmp/cpu1 .venv/bin/python benchmarks/engine_levers_acdc.py plan
+    /tmp/cpu1 .venv/bin/python benchmarks/engine_levers_acdc.py test
 
 One run per call, resumable (a stopped run continues from its checkpoint)::
 
@@ -30,14 +40,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from scribbles_acdc import SETTINGS, Log  # noqa: E402
 
+from ExtremeSegLib.errors import CancelledError  # noqa: E402
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import cpu_model, versions  # noqa: E402
 from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
@@ -53,7 +67,10 @@ VARIANTS = {
     "default": ("whole slices, CE, AdamW 2e-3 poly", EPOCHS, {}),
     "dice_ce": ("Dice + CE loss", EPOCHS, {"training": {"loss": "dice_ce"}}),
     "coarse": ("model grid 2.5 mm in-plane, 3x the steps", 3 * EPOCHS, {"inputs": {"spacing_mm": [2.5, 2.5, 10.0]}}),
+    "planned": ("model grid from the planner's rule, 3x the steps", 3 * EPOCHS, {}),
 }
+#: the test-split run: the planned grid, 64 x 40 steps (about 50-55 min at 1.2-1.3 s / step, 1 thread)
+TEST_EPOCHS = 64
 
 
 def split(data: Path):
@@ -68,8 +85,13 @@ def split(data: Path):
 
 
 def job(variant: str, data: Path) -> JobConfig:
-    _, epochs, changes = VARIANTS[variant]
-    train_cases, val_cases = split(data)
+    if variant == "test":
+        found = discover_cases(data)
+        train_cases, val_cases = (select_cases(found, load_split("acdc")[part]) for part in ("train", "test"))
+        epochs, changes = TEST_EPOCHS, {}
+    else:
+        _, epochs, changes = VARIANTS[variant]
+        train_cases, val_cases = split(data)
 
     def entry(case):
         return {"name": case.name, "image": str(case.image), "label": str(case.label)}
@@ -87,7 +109,59 @@ def job(variant: str, data: Path) -> JobConfig:
 
 def run(args) -> None:
     config = job(args.variant, args.data)
-    train(config, Log(args.variant), resume=(Path(config.output) / "state" / "state.json").is_file())
+    if args.stop_after_minutes:  # a stage of a long run: cancel (after the epoch's checkpoint) at the slot budget
+        timer = threading.Timer(60 * args.stop_after_minutes, lambda: (Path(config.output) / "CANCEL").touch())
+        timer.daemon = True
+        timer.start()
+    try:
+        train(config, Log(args.variant), resume=(Path(config.output) / "state" / "state.json").is_file())
+    except CancelledError:
+        print(f"stopped after {args.stop_after_minutes} min; run the same command again to continue")
+
+
+def plan(args) -> None:
+    """The planner's grid for ACDC (slice-wise) and the hippocampus (3D), from the training split's labels."""
+    from train_extreme_points import DATASETS
+
+    from ExtremeSegLib.annotations import ExtremePoints
+    from ExtremeSegLib.io.volumes import read_image, read_labelmap
+    from ExtremeSegLib.pseudolabel.label import PseudoLabel
+    from ExtremeSegLib.recipes.config import ClassConfig, NetworkConfig
+    from ExtremeSegLib.recipes.loop import plan_spacing
+    from ExtremeSegLib.recipes.recipe import class_indices, prepare_case
+    from ExtremeSegLib.simulate import simulate_extreme_points
+    from ExtremeSegLib.training.data import InputSpec, median_spacing
+
+    hippocampus = DATASETS["hippocampus"]
+    workloads = {
+        "ACDC, 3 classes, slice-wise (these runs)": ("acdc", [c["label_values"] for c in SETTINGS["classes"]],
+                                                     {"cues": [], "crop_to_points": False},
+                                                     {**SETTINGS["network"], "slice_wise": True}),
+        "hippocampus, one class (train_extreme_points.py)": ("hippocampus", [hippocampus["label_values"]],
+                                                             {"cues": [], "pad_mm": hippocampus["inputs"]["pad_mm"]},
+                                                             hippocampus["network"]),
+        "hippocampus, two classes, 5 levels": ("hippocampus", [[1], [2]], {"cues": [], "crop_to_points": False},
+                                               {"filters": [16, 32, 64, 128, 256]}),
+    }
+    for title, (name, values, inputs, network) in workloads.items():
+        cases = select_cases(discover_cases(args.data.parent / name), load_split(name)["train"])
+        classes = [ClassConfig(f"c{n}", tuple(v)) for n, v in enumerate(values)]
+        read = []
+        for case in cases:
+            image = read_image(str(case.image))
+            reference = class_indices(read_labelmap(str(case.label)).array, classes)
+            points = (ExtremePoints.from_points(simulate_extreme_points(image.with_array(reference > 0)), image)
+                      if inputs.get("crop_to_points", True) else None)  # the exact clicks: the crop it plans
+            read.append((image, points, reference))
+        spec = InputSpec(**inputs).resolved("mri", median_spacing([r[0] for r in read]))
+        labels = []
+        for case, r in zip(cases, read):
+            prepared = prepare_case(case, case.name, r, spec)
+            p = prepared.reference_on_grid(len(classes) + 1)
+            labels.append(PseudoLabel(p, np.ones(p.shape[1:], np.float32), prepared.frame.grid))
+        spacing, thinnest = plan_spacing(spec.spacing_mm, labels, NetworkConfig(**network), torch.device("cpu"))
+        print(f"{title}: {len(cases)} training cases, median spacing {[round(x, 3) for x in spec.spacing_mm]} mm, "
+              f"thinnest class {thinnest:.2f} mm across -> model grid {[round(x, 3) for x in spacing]} mm")
 
 
 def epoch_log(folder: Path) -> tuple:
@@ -137,13 +211,17 @@ def report(args) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["run", "report"])
+    parser.add_argument("stage", choices=["run", "report", "plan", "test"])
     parser.add_argument("variant", nargs="?", choices=sorted(VARIANTS))
+    parser.add_argument("--stop-after-minutes", type=float, default=None,
+                        help="cancel after this many minutes (wall), after an epoch's checkpoint; rerun to continue")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "acdc")
     args = parser.parse_args(argv)
     if args.stage == "run" and args.variant is None:
         parser.error("run needs a variant")
-    {"run": run, "report": report}[args.stage](args)
+    if args.stage == "test":
+        args.variant = "test"
+    {"run": run, "report": report, "plan": plan, "test": run}[args.stage](args)
     return 0
 
 
