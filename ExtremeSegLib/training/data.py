@@ -229,7 +229,7 @@ def median_spacing(images) -> tuple:
 
 
 #: the planner's candidate model grids keep the thinnest labelled structure this many voxels across, coarsest first
-VOXELS_ACROSS = (3.0, 4.0, 5.0, 6.0, 8.0)
+VOXELS_ACROSS = (3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0)
 #: ... and the first whose round trip (labels down to it and back) keeps every class's Dice at least this
 MIN_ROUND_TRIP_DICE = 0.99
 #: the percentile of a class's distance transform that stands for its half thickness
