@@ -143,6 +143,8 @@ def plan(args) -> None:
         "hippocampus, two classes, 5 levels": ("hippocampus", [[1], [2]], {"cues": [], "crop_to_points": False},
                                                {"filters": [16, 32, 64, 128, 256]}),
     }
+    lines = ["# The planner's model grid on the training splits (no training)", "",
+             "`.venv/bin/python benchmarks/engine_levers_acdc.py plan`; rule: docs/training.md", ""]
     for title, (name, values, inputs, network) in workloads.items():
         cases = select_cases(discover_cases(args.data.parent / name), load_split(name)["train"])
         classes = [ClassConfig(f"c{n}", tuple(v)) for n, v in enumerate(values)]
@@ -159,9 +161,15 @@ def plan(args) -> None:
             prepared = prepare_case(case, case.name, r, spec)
             p = prepared.reference_on_grid(len(classes) + 1)
             labels.append(PseudoLabel(p, np.ones(p.shape[1:], np.float32), prepared.frame.grid))
-        spacing, thinnest = plan_spacing(spec.spacing_mm, labels, NetworkConfig(**network), torch.device("cpu"))
-        print(f"{title}: {len(cases)} training cases, median spacing {[round(x, 3) for x in spec.spacing_mm]} mm, "
-              f"thinnest class {thinnest:.2f} mm across -> model grid {[round(x, 3) for x in spacing]} mm")
+        tried = []
+        spacing, thinnest = plan_spacing(spec.spacing_mm, labels, NetworkConfig(**network), torch.device("cpu"), tried)
+        lines.append(f"- {title}: {len(cases)} training cases, median spacing "
+                     f"{[round(x, 3) for x in spec.spacing_mm]} mm, thinnest class {thinnest:.2f} mm across -> "
+                     f"model grid **{[round(x, 3) for x in spacing]} mm**; candidates (voxels across: in-plane mm, "
+                     "round-trip Dice per class): " + "; ".join(
+                         f"{a:g}: {s[0]:.2f} mm, {', '.join(f'{d:.3f}' for d in kept)}" for a, s, kept in tried))
+        print(lines[-1], flush=True)
+    (RESULTS.parent / "engine_levers_plan.md").write_text("\n".join(lines) + "\n")
 
 
 def epoch_log(folder: Path) -> tuple:

@@ -86,7 +86,7 @@ def plan(config: JobConfig, spacing_mm, grid_shapes, in_channels: int, out_chann
     return params, tuple(int(n) for n in patch), tuple(int(n) for n in multiple)
 
 
-def plan_spacing(median_mm, labels, network, device: torch.device) -> tuple:
+def plan_spacing(median_mm, labels, network, device: torch.device, tried: list = None) -> tuple:
     """``(model spacing, thinnest structure in mm)`` from the round-0 pseudo-labels on the median grid.
 
     On the CPU the finely sampled axes (:func:`grid_axes`) get the coarsest :func:`coarsest_spacing` of
@@ -96,6 +96,7 @@ def plan_spacing(median_mm, labels, network, device: torch.device) -> tuple:
     case keeps the voxels the network's deepest level needs (4 x 2^(levels - 1): 64 for 5 levels). Only
     trusted voxels count, so a pseudo-label that knows part of a structure makes it look thinner, never
     thicker: weak labels can only keep the grid finer. On CUDA the median grid stays (``docs/training.md``).
+    ``tried`` (a list), if given, gets ``(voxels across, spacing, round-trip Dice per class)`` per candidate.
     """
     median_mm = tuple(float(s) for s in median_mm)
     axes = grid_axes(median_mm, int(np.argmax(median_mm)) if network.slice_wise else None)
@@ -115,6 +116,8 @@ def plan_spacing(median_mm, labels, network, device: torch.device) -> tuple:
         factor = np.asarray(median_mm) / np.asarray(spacing)
         kept = np.nanmedian([round_trip_dice(m, np.maximum(1, np.round(np.asarray(m.shape) * factor)).astype(int),
                                              num_classes) for m in maps], axis=0)
+        if tried is not None:
+            tried.append((across, spacing, kept.tolist()))
         if np.all(np.nan_to_num(kept, nan=1.0) >= MIN_ROUND_TRIP_DICE):
             return spacing, thinnest
     return median_mm, thinnest
