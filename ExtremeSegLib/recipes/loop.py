@@ -40,12 +40,10 @@ from ..training import distributed
 from ..training.data import (
     MIN_ROUND_TRIP_DICE,
     VOXELS_ACROSS,
-    CaseFrame,
     TrainingVolume,
     coarsest_spacing,
     grid_axes,
     median_spacing,
-    resample,
     round_trip_dice,
     structure_thickness_mm,
 )
@@ -121,12 +119,6 @@ def plan_spacing(median_mm, labels, network, device: torch.device, tried: list =
         if np.all(np.nan_to_num(kept, nan=1.0) >= MIN_ROUND_TRIP_DICE):
             return spacing, thinnest
     return median_mm, thinnest
-
-
-def regrid_label(label: PseudoLabel, frame: CaseFrame) -> PseudoLabel:
-    """A pseudo-label moved onto another model grid of the same crop box (``frame``), linearly."""
-    shape = frame.grid.shape
-    return PseudoLabel(resample(label.probabilities, shape), resample(label.weight[None], shape)[0], frame.grid)
 
 
 # -- run folder state -----------------------------------------------------------------------------------------
@@ -275,9 +267,10 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         job.network_params, job.patch_size, job.multiple = plan(
             config, job.inputs.spacing_mm, [c.frame.grid.shape for c in cases], len(job.inputs.channels),
             job.num_classes)
-        if planned:  # the round-0 labels move onto the planned grid, and are kept there
-            distributed.on_main(partial(save_labels, labels_path, [regrid_label(label, case.frame)
-                                                                   for case, label in zip(cases, labels)]))
+        if planned:  # the recipe makes its round-0 labels again on the planned grid (and whatever state it keeps)
+            again = distributed.map_cases(lambda case: recipe.initial_label(job, case), cases, progress,
+                                          "pseudo-labels on the planned grid")
+            distributed.on_main(partial(save_labels, labels_path, again))
     labels = load_labels(labels_path, cases)  # train on exactly what a resumed run would read back
     if planned:  # after the labels: a run stopped before this point plans again from its saved labels
         distributed.on_main(partial(write_json, job.state_dir / "state.json", state))
