@@ -39,6 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle 
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -113,10 +114,18 @@ def run(args) -> None:
         timer = threading.Timer(60 * args.stop_after_minutes, lambda: (Path(config.output) / "CANCEL").touch())
         timer.daemon = True
         timer.start()
+    status = "done"
     try:
         train(config, Log(args.variant), resume=(Path(config.output) / "state" / "state.json").is_file())
     except CancelledError:
+        status = "stopped"
         print(f"stopped after {args.stop_after_minutes} min; run the same command again to continue")
+    # peak resident memory of this stage (Linux: KiB), one record per stage beside the run
+    record = Path(config.output) / "stages.json"
+    stages = json.loads(record.read_text()) if record.is_file() else []
+    stages.append({"status": status, "threads": os.environ.get("OMP_NUM_THREADS"),
+                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    record.write_text(json.dumps(stages, indent=1) + "\n")
 
 
 def plan(args) -> None:
@@ -184,9 +193,14 @@ def epoch_log(folder: Path) -> tuple:
 def report(args) -> None:
     results = {"cpu": cpu_model(), "versions": versions(), "runs": {}}
     curves = {}
-    for name, (title, epochs, changes) in VARIANTS.items():
+    recorded = RESULTS.with_suffix(".json")
+    earlier = json.loads(recorded.read_text())["runs"] if recorded.is_file() else {}
+    runs = {**VARIANTS, "test": ("TEST SPLIT (40 volumes): planned grid, all 100 training volumes", TEST_EPOCHS, {})}
+    for name, (title, epochs, changes) in runs.items():
         log, finished = epoch_log(RUNS / name)
-        if not log:
+        if not log:  # a run measured elsewhere (its folder is not committed): keep its recorded figures
+            if name in earlier:
+                results["runs"][name] = earlier[name]
             continue
         history = [{"round": 0, "epoch_log": log}]
         points = dice_curve(history)
@@ -195,17 +209,30 @@ def report(args) -> None:
                                  "train_minutes": points[-1]["minutes"],
                                  "curve": [[p["minutes"], p["validation_dice"]] for p in points
                                            if p["validation_dice"] is not None]}
+        stages = RUNS / name / "stages.json"
+        if stages.is_file():
+            results["runs"][name]["peak_rss_mib"] = max(st["peak_rss_mib"] for st in json.loads(stages.read_text()))
+        if finished:
+            row = json.loads((RUNS / name / "rounds.json").read_text())[-1]
+            results["runs"][name]["final_dice_per_class"] = row["validation_dice_per_class"]
         curves[f"{name}: {title}"] = history
+    for name, r in results["runs"].items():  # runs kept from the record are in the plot too
+        if f"{name}: {r['title']}" not in curves and r["curve"]:
+            minutes = [0.0] + [m for m, _ in r["curve"]]
+            curves[f"{name}: {r['title']}"] = [{"round": 0, "epoch_log": [
+                {"epoch": n + 1, "seconds": 60 * (minutes[n + 1] - minutes[n]), "loss": None, "validation_dice": d}
+                for n, (_, d) in enumerate(r["curve"])]}]
     lines = ["# Engine levers: full supervision on ACDC, validation carved from the training split", "",
              f"{results['cpu']}; 80 training volumes, 20 validation volumes (10 training-split patients). "
              "Commands: see benchmarks/engine_levers_acdc.py.", "",
-             "| Variant | steps done / planned | training min | last validation Dice (mean) | best |",
-             "|---|---|---|---|---|"]
+             "| Variant | steps done / planned | training min | last validation Dice (mean) | best | peak RSS MiB |",
+             "|---|---|---|---|---|---|"]
     for name, r in results["runs"].items():
         last = r["curve"][-1][1] if r["curve"] else float("nan")
         best = max((d for _, d in r["curve"]), default=float("nan"))
         lines.append(f"| {name}: {r['title']} | {r['steps']} / {r['planned_steps']}"
-                     f"{'' if r['finished'] else ' (stopped)'} | {r['train_minutes']:.1f} | {last:.3f} | {best:.3f} |")
+                     f"{'' if r['finished'] else ' (stopped)'} | {r['train_minutes']:.1f} | {last:.3f} | {best:.3f} | "
+                     f"{r.get('peak_rss_mib', float('nan')):.0f} |")
     lines += ["", "Validation Dice against training minutes:", ""]
     for name, r in results["runs"].items():
         lines.append(f"- {name}: " + ", ".join(f"{m:.1f} min {d:.3f}" for m, d in r["curve"]))
