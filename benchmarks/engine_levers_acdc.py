@@ -110,13 +110,14 @@ def job(variant: str, data: Path) -> JobConfig:
 
 def run(args) -> None:
     config = job(args.variant, args.data)
-    if args.stop_after_minutes:  # a stage of a long run: cancel (after the epoch's checkpoint) at the slot budget
-        timer = threading.Timer(60 * args.stop_after_minutes, lambda: (Path(config.output) / "CANCEL").touch())
+    log = Log(args.variant)
+    if args.stop_after_minutes:  # a stage of a long run: cancel (at the next check, checkpoint kept) at the slot budget
+        timer = threading.Timer(60 * args.stop_after_minutes, log.cancel)
         timer.daemon = True
         timer.start()
     status = "done"
     try:
-        train(config, Log(args.variant), resume=(Path(config.output) / "state" / "state.json").is_file())
+        train(config, log, resume=(Path(config.output) / "state" / "state.json").is_file())
     except CancelledError:
         status = "stopped"
         print(f"stopped after {args.stop_after_minutes} min; run the same command again to continue")
