@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_ellipsoid
 
 from ExtremeSegLib.cli import main
@@ -15,11 +16,15 @@ from ExtremeSegLib.io import read_segmentation, write_points, write_volume
 from ExtremeSegLib.masks import erode_mm
 from ExtremeSegLib.metrics import dice
 from ExtremeSegLib.progress import Progress
+from ExtremeSegLib.pseudolabel.label import PseudoLabel
 from ExtremeSegLib.recipes import JobConfig, RoundsConfig, predict, train
+from ExtremeSegLib.recipes.config import NetworkConfig
 from ExtremeSegLib.recipes.history import dice_curve, plot_dice_curves
+from ExtremeSegLib.recipes.loop import plan_spacing
 from ExtremeSegLib.refine.random_walker import random_walker_regularisation
 from ExtremeSegLib.simulate import simulate_extreme_points
 from ExtremeSegLib.training.model_file import read_description
+from ExtremeSegLib.volume import Volume
 
 
 def write_case(folder, n, rng):
@@ -74,7 +79,8 @@ def test_points_to_model_and_segmentations(job):
     assert all(e["seconds"] > 0 and 0.0 <= e["validation_dice"] <= 1.0 for e in epochs)
 
     description = read_description(outputs["model"])
-    assert description["recipe"] == "extreme_points" and description["inputs"]["spacing_mm"] == [1.0, 1.0, 2.0]
+    spacing = description["inputs"]["spacing_mm"]  # the planner may coarsen the in-plane axes, never the slices
+    assert description["recipe"] == "extreme_points" and spacing[2] == 2.0 and spacing[0] == spacing[1] >= 1.0
     assert description["classes"] == [{"name": "object", "label_values": [3]}]
     assert description["postprocess"] == {"clip_to_points": True, "box_margin_mm": 3.0, "largest_component": True,
                                           "convex": False, "foreground_threshold": None}
@@ -221,3 +227,40 @@ def test_erosion_is_in_mm_and_keeps_a_core():
     thin = np.zeros((20, 20, 10), bool)
     thin[5:15, 9:11, 2:8] = True
     assert erode_mm(thin, 4.0, (1.0, 1.0, 2.0)).any()
+
+
+def disc_labels(radius: float, ring: float = None, trusted_ring: float = None, n: int = 2):
+    """Pseudo-labels on a 128 x 128 x 4 grid of 1 x 1 x 5 mm: a disc (or a ring ``ring`` voxels wide), all
+    voxels trusted unless ``trusted_ring`` (then only a ring that wide inside the object is)."""
+    i, j = np.mgrid[:128, :128] - 63.5
+    r = np.hypot(i, j)[..., None].repeat(4, axis=2)
+    inside = (r < radius) & (r >= radius - ring if ring else True)
+    weight = np.ones(r.shape, np.float32) if trusted_ring is None else \
+        ((r >= radius - trusted_ring) & (r < radius)).astype(np.float32)
+    grid = Volume.from_spacing(np.zeros(r.shape, np.float32), (1.0, 1.0, 5.0))
+    return [PseudoLabel.from_foreground(inside.astype(np.float32), grid, weight) for _ in range(n)]
+
+
+def test_the_planned_model_grid_follows_the_labels_the_network_and_the_device():
+    network, cpu = NetworkConfig(slice_wise=True), torch.device("cpu")  # 5 levels: the grid keeps >= 64 voxels
+    median = (1.0, 1.0, 5.0)
+    # a disc 60 mm across allows 20 mm voxels; the floor (128 mm / 64 voxels) stops at 2 mm; slices keep 5 mm
+    spacing, thickness = plan_spacing(median, disc_labels(30.0), network, cpu)
+    assert spacing == (2.0, 2.0, 5.0) and 40 < thickness < 60
+    # a ring 2 mm wide: no coarser grid keeps it; nor when only a thin ring of a big disc is trusted (weak labels)
+    assert plan_spacing(median, disc_labels(30.0, ring=2.0), network, cpu)[0] == median
+    assert plan_spacing(median, disc_labels(30.0, trusted_ring=2.0), network, cpu)[0] == median
+    # on CUDA the fine grid stays
+    assert plan_spacing(median, disc_labels(30.0), network, torch.device("cuda"))[0] == median
+    # a 3-level network's floor (16 voxels) allows 8 mm, but no candidate's round trip keeps 0.99 (8 mm: 0.96)
+    assert plan_spacing(median, disc_labels(30.0), NetworkConfig(filters=(8, 16, 32), slice_wise=True), cpu)[0] == \
+        median
+
+
+def test_a_job_spacing_wins_over_the_planned_grid(job):
+    data = json.loads(job.read_text())
+    data.update(recipe="fully_supervised", pseudolabel={}, inputs={**data["inputs"], "spacing_mm": [1.0, 1.0, 2.0]})
+    data["training"].update(epochs=1, steps_per_epoch=1)
+    job.write_text(json.dumps(data))
+    outputs = train(JobConfig.from_json(job))
+    assert read_description(outputs["model"])["inputs"]["spacing_mm"] == [1.0, 1.0, 2.0]

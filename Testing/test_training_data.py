@@ -14,10 +14,14 @@ from ExtremeSegLib.training.data import (
     Normalisation,
     TrainingVolume,
     augment,
+    coarsest_spacing,
     frame_case,
+    grid_axes,
     network_inputs,
     pad_to,
+    round_trip_dice,
     sample_patch,
+    structure_thickness_mm,
 )
 
 OBLIQUE = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -120,3 +124,53 @@ def test_frame_of_the_whole_image_is_the_identity():
     frame = CaseFrame.build(image, image.spacing)
     assert frame.grid.same_geometry(image)
     assert np.array_equal(frame.grid.array, image.array)
+
+
+# -- the planner's model grid -------------------------------------------------------------------------------
+
+def band_and_square(spacing=(0.5, 0.5, 5.0)):
+    """Class 1: a band 8 voxels wide across axis 0 (rows 10-17); class 2: a 20 x 20 square; 3 slices on axis 2."""
+    classes = np.zeros((48, 40, 3), np.int16)
+    classes[10:18] = 1
+    classes[24:44, 10:30] = 2
+    return classes, spacing
+
+
+def test_thickness_is_twice_the_distance_transform_percentile_in_mm():
+    classes, spacing = band_and_square()
+    thickness = structure_thickness_mm(classes, spacing, 3, grid_axes(spacing))
+    # the band's in-plane distances are 1, 2, 3, 4, 4, 3, 2, 1 voxels: 2 x its 95th percentile is 8 voxels
+    assert thickness[0] == pytest.approx(8 * 0.5)
+    assert 0.75 * 20 * 0.5 < thickness[1] < 20 * 0.5  # a square: below its width (a percentile, not the centre)
+    unknown = classes.copy()
+    unknown[14:18] = -1  # half the band untrusted: it bounds the band, which looks half as thick
+    assert structure_thickness_mm(unknown, spacing, 3, [0, 1])[0] == pytest.approx(4 * 0.5)
+    assert np.isnan(structure_thickness_mm(np.zeros_like(classes), spacing, 3, [0, 1])).all()
+
+
+def test_grid_axes_are_the_finely_sampled_ones_except_a_slice_axis():
+    assert grid_axes((0.5, 0.5, 5.0)) == [0, 1]
+    assert grid_axes((1.0, 1.0, 1.0)) == [0, 1, 2]
+    assert grid_axes((1.0, 1.0, 1.0), slice_axis=2) == [0, 1]
+
+
+def test_coarsest_spacing_keeps_the_thinnest_structure_and_the_grid_floor():
+    # the thinnest class (8 mm) 4 voxels across: 2 mm in-plane; the slice axis keeps its 5 mm
+    assert coarsest_spacing((0.5, 0.5, 5.0), [8.0, np.nan, 20.0], [0, 1], 4.0) == (2.0, 2.0, 5.0)
+    # a 40 mm field of view that must keep 32 voxels: at most 1.25 mm
+    assert coarsest_spacing((0.5, 0.5, 5.0), [8.0], [0, 1], 4.0, extent_mm=(40, 40, 15), min_grid=32) == \
+        (1.25, 1.25, 5.0)
+    # never finer than the images
+    assert coarsest_spacing((3.0, 3.0, 5.0), [8.0], [0, 1], 4.0) == (3.0, 3.0, 5.0)
+    assert coarsest_spacing((1.0, 1.0, 5.0), [np.nan], [0, 1], 4.0) == (1.0, 1.0, 5.0)
+
+
+def test_round_trip_dice_is_what_a_grid_costs_a_perfect_prediction():
+    classes, _ = band_and_square()
+    assert np.allclose(round_trip_dice(classes, classes.shape, 3), 1.0)
+    thin = classes.copy()
+    thin[thin == 1] = 0
+    thin[9:12] = 1  # a band 3 voxels wide: a grid of 4 fine voxels per coarse one cannot hold it
+    kept = round_trip_dice(thin, (12, 10, 3), 3)
+    assert kept[0] < 0.9 < 0.95 < kept[1]
+    assert np.isnan(round_trip_dice(np.zeros_like(classes), (12, 10, 3), 3)).all()

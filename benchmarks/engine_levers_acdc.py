@@ -9,7 +9,17 @@ about 10 times per run, so each run gives a Dice-against-training-minutes curve.
 - ``default``: the settings above;
 - ``dice_ce``: soft Dice + cross-entropy (nnU-Net's loss) instead of cross-entropy alone;
 - ``coarse``: a model grid of 2.5 mm in-plane (the images: about 1.4-1.6 mm), predictions resampled back to the
-  image grid; 3x the steps, since a step costs about a third.
+  image grid; 3x the steps, since a step costs about a third;
+- ``planned``: no spacing given: the planner's rule (``docs/training.md``) picks the model grid; 3x the steps.
+
+``plan`` prints the grid the planner picks (no training) for ACDC (slice-wise, the runs here) and the
+hippocampus (3D, the settings of ``train_extreme_points.py``; its two labels as one class, and as two), with the
+thickness and round-trip Dice behind it. ``test`` trains the ``planned`` settings on the whole training split and
+scores the test split (about 10 times during training: the Dice-against-minutes curve); it is the one test-split
+run, resumable like the others::
+
+    /tmp/cpu1 .venv/bin/python benchmarks/engine_levers_acdc.py plan
+    /tmp/cpu1 .venv/bin/python benchmarks/engine_levers_acdc.py test
 
 One run per call, resumable (a stopped run continues from its checkpoint)::
 
@@ -29,15 +39,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle 
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from scribbles_acdc import SETTINGS, Log  # noqa: E402
 
+from ExtremeSegLib.errors import CancelledError  # noqa: E402
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import cpu_model, versions  # noqa: E402
 from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
@@ -53,7 +68,10 @@ VARIANTS = {
     "default": ("whole slices, CE, AdamW 2e-3 poly", EPOCHS, {}),
     "dice_ce": ("Dice + CE loss", EPOCHS, {"training": {"loss": "dice_ce"}}),
     "coarse": ("model grid 2.5 mm in-plane, 3x the steps", 3 * EPOCHS, {"inputs": {"spacing_mm": [2.5, 2.5, 10.0]}}),
+    "planned": ("model grid from the planner's rule, 3x the steps", 3 * EPOCHS, {}),
 }
+#: the test-split run: the planned grid, 64 x 40 steps (about 50-55 min at 1.2-1.3 s / step, 1 thread)
+TEST_EPOCHS = 64
 
 
 def split(data: Path):
@@ -68,8 +86,13 @@ def split(data: Path):
 
 
 def job(variant: str, data: Path) -> JobConfig:
-    _, epochs, changes = VARIANTS[variant]
-    train_cases, val_cases = split(data)
+    if variant == "test":
+        found = discover_cases(data)
+        train_cases, val_cases = (select_cases(found, load_split("acdc")[part]) for part in ("train", "test"))
+        epochs, changes = TEST_EPOCHS, {}
+    else:
+        _, epochs, changes = VARIANTS[variant]
+        train_cases, val_cases = split(data)
 
     def entry(case):
         return {"name": case.name, "image": str(case.image), "label": str(case.label)}
@@ -87,7 +110,76 @@ def job(variant: str, data: Path) -> JobConfig:
 
 def run(args) -> None:
     config = job(args.variant, args.data)
-    train(config, Log(args.variant), resume=(Path(config.output) / "state" / "state.json").is_file())
+    log = Log(args.variant)
+    if args.stop_after_minutes:  # a stage of a long run: cancel (at the next check, checkpoint kept) at the slot budget
+        timer = threading.Timer(60 * args.stop_after_minutes, log.cancel)
+        timer.daemon = True
+        timer.start()
+    status = "done"
+    try:
+        train(config, log, resume=(Path(config.output) / "state" / "state.json").is_file())
+    except CancelledError:
+        status = "stopped"
+        print(f"stopped after {args.stop_after_minutes} min; run the same command again to continue")
+    # peak resident memory of this stage (Linux: KiB), one record per stage beside the run
+    record = Path(config.output) / "stages.json"
+    stages = json.loads(record.read_text()) if record.is_file() else []
+    stages.append({"status": status, "threads": os.environ.get("OMP_NUM_THREADS"),
+                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    record.write_text(json.dumps(stages, indent=1) + "\n")
+
+
+def plan(args) -> None:
+    """The planner's grid for ACDC (slice-wise) and the hippocampus (3D), from the training split's labels."""
+    from train_extreme_points import DATASETS
+
+    from ExtremeSegLib.annotations import ExtremePoints
+    from ExtremeSegLib.io.volumes import read_image, read_labelmap
+    from ExtremeSegLib.pseudolabel.label import PseudoLabel
+    from ExtremeSegLib.recipes.config import ClassConfig, NetworkConfig
+    from ExtremeSegLib.recipes.loop import plan_spacing
+    from ExtremeSegLib.recipes.recipe import class_indices, prepare_case
+    from ExtremeSegLib.simulate import simulate_extreme_points
+    from ExtremeSegLib.training.data import InputSpec, median_spacing
+
+    hippocampus = DATASETS["hippocampus"]
+    workloads = {
+        "ACDC, 3 classes, slice-wise (these runs)": ("acdc", [c["label_values"] for c in SETTINGS["classes"]],
+                                                     {"cues": [], "crop_to_points": False},
+                                                     {**SETTINGS["network"], "slice_wise": True}),
+        "hippocampus, one class (train_extreme_points.py)": ("hippocampus", [hippocampus["label_values"]],
+                                                             {"cues": [], "pad_mm": hippocampus["inputs"]["pad_mm"]},
+                                                             hippocampus["network"]),
+        "hippocampus, two classes, 5 levels": ("hippocampus", [[1], [2]], {"cues": [], "crop_to_points": False},
+                                               {"filters": [16, 32, 64, 128, 256]}),
+    }
+    lines = ["# The planner's model grid on the training splits (no training)", "",
+             "`.venv/bin/python benchmarks/engine_levers_acdc.py plan`; rule: docs/training.md", ""]
+    for title, (name, values, inputs, network) in workloads.items():
+        cases = select_cases(discover_cases(args.data.parent / name), load_split(name)["train"])
+        classes = [ClassConfig(f"c{n}", tuple(v)) for n, v in enumerate(values)]
+        read = []
+        for case in cases:
+            image = read_image(str(case.image))
+            reference = class_indices(read_labelmap(str(case.label)).array, classes)
+            points = (ExtremePoints.from_points(simulate_extreme_points(image.with_array(reference > 0)), image)
+                      if inputs.get("crop_to_points", True) else None)  # the exact clicks: the crop it plans
+            read.append((image, points, reference))
+        spec = InputSpec(**inputs).resolved("mri", median_spacing([r[0] for r in read]))
+        labels = []
+        for case, r in zip(cases, read):
+            prepared = prepare_case(case, case.name, r, spec)
+            p = prepared.reference_on_grid(len(classes) + 1)
+            labels.append(PseudoLabel(p, np.ones(p.shape[1:], np.float32), prepared.frame.grid))
+        tried = []
+        spacing, thinnest = plan_spacing(spec.spacing_mm, labels, NetworkConfig(**network), torch.device("cpu"), tried)
+        lines.append(f"- {title}: {len(cases)} training cases, median spacing "
+                     f"{[round(x, 3) for x in spec.spacing_mm]} mm, thinnest class {thinnest:.2f} mm across -> "
+                     f"model grid **{[round(x, 3) for x in spacing]} mm**; candidates (voxels across: in-plane mm, "
+                     "round-trip Dice per class): " + "; ".join(
+                         f"{a:g}: {s[0]:.2f} mm, {', '.join(f'{d:.3f}' for d in kept)}" for a, s, kept in tried))
+        print(lines[-1], flush=True)
+    (RESULTS.parent / "engine_levers_plan.md").write_text("\n".join(lines) + "\n")
 
 
 def epoch_log(folder: Path) -> tuple:
@@ -102,9 +194,14 @@ def epoch_log(folder: Path) -> tuple:
 def report(args) -> None:
     results = {"cpu": cpu_model(), "versions": versions(), "runs": {}}
     curves = {}
-    for name, (title, epochs, changes) in VARIANTS.items():
+    recorded = RESULTS.with_suffix(".json")
+    earlier = json.loads(recorded.read_text())["runs"] if recorded.is_file() else {}
+    runs = {**VARIANTS, "test": ("TEST SPLIT (40 volumes): planned grid, all 100 training volumes", TEST_EPOCHS, {})}
+    for name, (title, epochs, changes) in runs.items():
         log, finished = epoch_log(RUNS / name)
-        if not log:
+        if not log:  # a run measured elsewhere (its folder is not committed): keep its recorded figures
+            if name in earlier:
+                results["runs"][name] = earlier[name]
             continue
         history = [{"round": 0, "epoch_log": log}]
         points = dice_curve(history)
@@ -113,17 +210,30 @@ def report(args) -> None:
                                  "train_minutes": points[-1]["minutes"],
                                  "curve": [[p["minutes"], p["validation_dice"]] for p in points
                                            if p["validation_dice"] is not None]}
+        stages = RUNS / name / "stages.json"
+        if stages.is_file():
+            results["runs"][name]["peak_rss_mib"] = max(st["peak_rss_mib"] for st in json.loads(stages.read_text()))
+        if finished:
+            row = json.loads((RUNS / name / "rounds.json").read_text())[-1]
+            results["runs"][name]["final_dice_per_class"] = row["validation_dice_per_class"]
         curves[f"{name}: {title}"] = history
+    for name, r in results["runs"].items():  # runs kept from the record are in the plot too
+        if f"{name}: {r['title']}" not in curves and r["curve"]:
+            minutes = [0.0] + [m for m, _ in r["curve"]]
+            curves[f"{name}: {r['title']}"] = [{"round": 0, "epoch_log": [
+                {"epoch": n + 1, "seconds": 60 * (minutes[n + 1] - minutes[n]), "loss": None, "validation_dice": d}
+                for n, (_, d) in enumerate(r["curve"])]}]
     lines = ["# Engine levers: full supervision on ACDC, validation carved from the training split", "",
              f"{results['cpu']}; 80 training volumes, 20 validation volumes (10 training-split patients). "
              "Commands: see benchmarks/engine_levers_acdc.py.", "",
-             "| Variant | steps done / planned | training min | last validation Dice (mean) | best |",
-             "|---|---|---|---|---|"]
+             "| Variant | steps done / planned | training min | last validation Dice (mean) | best | peak RSS MiB |",
+             "|---|---|---|---|---|---|"]
     for name, r in results["runs"].items():
         last = r["curve"][-1][1] if r["curve"] else float("nan")
         best = max((d for _, d in r["curve"]), default=float("nan"))
         lines.append(f"| {name}: {r['title']} | {r['steps']} / {r['planned_steps']}"
-                     f"{'' if r['finished'] else ' (stopped)'} | {r['train_minutes']:.1f} | {last:.3f} | {best:.3f} |")
+                     f"{'' if r['finished'] else ' (stopped)'} | {r['train_minutes']:.1f} | {last:.3f} | {best:.3f} | "
+                     f"{r.get('peak_rss_mib', float('nan')):.0f} |")
     lines += ["", "Validation Dice against training minutes:", ""]
     for name, r in results["runs"].items():
         lines.append(f"- {name}: " + ", ".join(f"{m:.1f} min {d:.3f}" for m, d in r["curve"]))
@@ -137,13 +247,17 @@ def report(args) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["run", "report"])
+    parser.add_argument("stage", choices=["run", "report", "plan", "test"])
     parser.add_argument("variant", nargs="?", choices=sorted(VARIANTS))
+    parser.add_argument("--stop-after-minutes", type=float, default=None,
+                        help="cancel after this many minutes (wall), after an epoch's checkpoint; rerun to continue")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "acdc")
     args = parser.parse_args(argv)
     if args.stage == "run" and args.variant is None:
         parser.error("run needs a variant")
-    {"run": run, "report": report}[args.stage](args)
+    if args.stage == "test":
+        args.variant = "test"
+    {"run": run, "report": report, "plan": plan, "test": run}[args.stage](args)
     return 0
 
 

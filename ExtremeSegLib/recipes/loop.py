@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -36,12 +37,21 @@ from ..progress import Progress
 from ..pseudolabel.label import PseudoLabel
 from ..run_lock import LOCK_NAME
 from ..training import distributed
-from ..training.data import TrainingVolume, median_spacing
+from ..training.data import (
+    MIN_ROUND_TRIP_DICE,
+    VOXELS_ACROSS,
+    TrainingVolume,
+    coarsest_spacing,
+    grid_axes,
+    median_spacing,
+    round_trip_dice,
+    structure_thickness_mm,
+)
 from ..training.engine import fit, load_checkpoint, select_device
 from ..training.inference import background_fill
 from ..training.memory import require_patch_fits
 from ..training.model_file import save_model
-from ..training.networks import build_network, plan_network, total_stride
+from ..training.networks import MIN_FEATURE_SIZE, build_network, plan_network, total_stride
 from ..training.postprocess import PostprocessConfig, clean_label_map, hard_labels
 from .config import JobConfig, to_plain
 from .history import evaluation_interval, write_history, write_json
@@ -72,6 +82,43 @@ def plan(config: JobConfig, spacing_mm, grid_shapes, in_channels: int, out_chann
                   filters=list(net.filters[: len(strides)]), dropout=net.dropout, dropout_levels=net.dropout_levels,
                   norm=net.norm, slice_axis=int(np.argmax(spacing_mm)) if net.slice_wise else None)
     return params, tuple(int(n) for n in patch), tuple(int(n) for n in multiple)
+
+
+def plan_spacing(median_mm, labels, network, device: torch.device, tried: list = None) -> tuple:
+    """``(model spacing, thinnest structure in mm)`` from the round-0 pseudo-labels on the median grid.
+
+    On the CPU the finely sampled axes (:func:`grid_axes`) get the coarsest :func:`coarsest_spacing` of
+    :data:`VOXELS_ACROSS` whose :func:`round_trip_dice` (median over the cases) stays at least
+    :data:`MIN_ROUND_TRIP_DICE` for every class. The thickness is the median over the cases of
+    :func:`structure_thickness_mm` of the trusted voxels (per slice for a slice-wise network), and the median
+    case keeps the voxels the network's deepest level needs (4 x 2^(levels - 1): 64 for 5 levels). Only
+    trusted voxels count, so a pseudo-label that knows part of a structure makes it look thinner, never
+    thicker: weak labels can only keep the grid finer. On CUDA the median grid stays (``docs/training.md``).
+    ``tried`` (a list), if given, gets ``(voxels across, spacing, round-trip Dice per class)`` per candidate.
+    """
+    median_mm = tuple(float(s) for s in median_mm)
+    axes = grid_axes(median_mm, int(np.argmax(median_mm)) if network.slice_wise else None)
+    maps = [np.where(label.weight > 0, label.hard().astype(np.int16), -1) for label in labels]
+    num_classes = labels[0].num_classes
+    rows = np.array([structure_thickness_mm(m, median_mm, num_classes, axes) for m in maps])
+    per_class = np.array([np.nanmedian(col) if np.isfinite(col).any() else np.nan for col in rows.T])
+    thinnest = float(np.nanmin(per_class)) if np.isfinite(per_class).any() else float("nan")
+    if device.type != "cpu" or not np.isfinite(thinnest):
+        return median_mm, thinnest
+    extent = np.median([np.asarray(m.shape) for m in maps], axis=0) * np.asarray(median_mm)
+    min_grid = MIN_FEATURE_SIZE * 2 ** ((network.max_levels or len(network.filters)) - 1)
+    for across in VOXELS_ACROSS:
+        spacing = coarsest_spacing(median_mm, per_class, axes, across, extent, min_grid)
+        if spacing == median_mm:
+            break
+        factor = np.asarray(median_mm) / np.asarray(spacing)
+        kept = np.nanmedian([round_trip_dice(m, np.maximum(1, np.round(np.asarray(m.shape) * factor)).astype(int),
+                                             num_classes) for m in maps], axis=0)
+        if tried is not None:
+            tried.append((across, spacing, kept.tolist()))
+        if np.all(np.nan_to_num(kept, nan=1.0) >= MIN_ROUND_TRIP_DICE):
+            return spacing, thinnest
+    return median_mm, thinnest
 
 
 # -- run folder state -----------------------------------------------------------------------------------------
@@ -189,10 +236,44 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     job.network_params, job.patch_size, job.multiple = plan(
         config, job.inputs.spacing_mm, [c.frame.grid.shape for c in cases], len(job.inputs.channels), job.num_classes)
     require_patch_fits(job.patch_size, settings.batch_size, job.network_params["filters"],
-                       job.network_params["strides"], job.device)
+                       job.network_params["strides"], job.device)  # the finest grid the plan may choose
     folder, state = distributed.on_main(partial(_start_run, config, resume, config_path, lock))
     distributed.barrier()  # (under torchrun) no rank checks for a cancel before rank 0 has removed an old one
+    if state["phase"] == "done":
+        progress.message(f"the run in {folder} is already finished")
+        outputs = state["outputs"]
+        progress.emit("done", outputs=outputs)
+        return outputs
     progress.emit("start", total_epochs=settings.epochs * max_rounds, rounds=max_rounds, device=str(job.device))
+    labels_path = job.state_dir / f"labels_round{state['round']}.npz"
+    planned = config.inputs.spacing_mm is None and "spacing_mm" not in state and not labels_path.exists()
+    if not labels_path.exists():
+        # under torchrun each rank makes the pseudo-labels of its share of the cases; rank 0 writes them all
+        first = distributed.map_cases(lambda case: recipe.initial_label(job, case), cases, progress, "pseudo-labels")
+        distributed.on_main(partial(save_labels, labels_path, first))
+    if planned:  # the model grid, once per run from the round-0 labels (a resumed run keeps it)
+        labels = load_labels(labels_path, cases)
+        spacing, thickness = plan_spacing(job.inputs.spacing_mm, labels, config.network, job.device)
+        if np.isfinite(thickness):
+            progress.message(f"thinnest labelled structure {thickness:.1f} mm across: model grid "
+                             f"{[round(x, 3) for x in spacing]} mm")
+        state["spacing_mm"] = list(spacing)
+    if tuple(state.get("spacing_mm", job.inputs.spacing_mm)) != job.inputs.spacing_mm:
+        job.inputs = replace(job.inputs, spacing_mm=tuple(float(x) for x in state["spacing_mm"]))
+        cases = [prepare_case(c, case.name, (case.image, case.points, case.reference), job.inputs)
+                 for c, case in zip(config.cases, cases)]
+        validation = [prepare_case(c, case.name, (case.image, case.points, case.reference), job.inputs)
+                      for c, case in zip(config.validation, validation)]
+        job.network_params, job.patch_size, job.multiple = plan(
+            config, job.inputs.spacing_mm, [c.frame.grid.shape for c in cases], len(job.inputs.channels),
+            job.num_classes)
+        if planned:  # the recipe makes its round-0 labels again on the planned grid (and whatever state it keeps)
+            again = distributed.map_cases(lambda case: recipe.initial_label(job, case), cases, progress,
+                                          "pseudo-labels on the planned grid")
+            distributed.on_main(partial(save_labels, labels_path, again))
+    labels = load_labels(labels_path, cases)  # train on exactly what a resumed run would read back
+    if planned:  # after the labels: a run stopped before this point plans again from its saved labels
+        distributed.on_main(partial(write_json, job.state_dir / "state.json", state))
     torch.manual_seed(settings.seed)
     job.network = build_network(**job.network_params).to(job.device)
     checkpoint = job.state_dir / "checkpoint.pt"
@@ -201,18 +282,6 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
     progress.message(f"{len(cases)} training cases on a {job.inputs.spacing_mm} mm grid, patch {list(job.patch_size)}, "
                      f"{len(job.network_params['strides'])} levels, device {job.device}"
                      + (f", {distributed.world_size()} processes" if distributed.active() else ""))
-
-    if state["phase"] == "done":
-        progress.message(f"the run in {folder} is already finished")
-        outputs = state["outputs"]
-        progress.emit("done", outputs=outputs)
-        return outputs
-    labels_path = job.state_dir / f"labels_round{state['round']}.npz"
-    if not labels_path.exists():
-        # under torchrun each rank makes the pseudo-labels of its share of the cases; rank 0 writes them all
-        first = distributed.map_cases(lambda case: recipe.initial_label(job, case), cases, progress, "pseudo-labels")
-        distributed.on_main(partial(save_labels, labels_path, first))
-    labels = load_labels(labels_path, cases)  # train on exactly what a resumed run would read back
 
     loss_fn = recipe.loss(job)
     while True:

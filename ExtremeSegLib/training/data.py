@@ -224,8 +224,81 @@ def network_inputs(frame: CaseFrame, spec: InputSpec, points: ExtremePoints = No
 
 
 def median_spacing(images) -> tuple:
-    """Median voxel size (mm) per axis over the training images: the default model spacing."""
+    """Median voxel size (mm) per axis over the training images: the finest model spacing the planner uses."""
     return tuple(float(s) for s in np.median(np.stack([im.spacing for im in images]), axis=0))
+
+
+#: the planner's candidate model grids keep the thinnest labelled structure this many voxels across, coarsest first
+VOXELS_ACROSS = (3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0)
+#: ... and the first whose round trip (labels down to it and back) keeps every class's Dice at least this
+MIN_ROUND_TRIP_DICE = 0.99
+#: the percentile of a class's distance transform that stands for its half thickness
+THICKNESS_PERCENTILE = 95.0
+
+
+def grid_axes(spacing_mm, slice_axis: Optional[int] = None, anisotropy_ratio: float = 2.0) -> list:
+    """The finely sampled ("in-plane") axes: spacing under ``anisotropy_ratio`` x the finest, never
+    ``slice_axis`` (a slice-wise network sees each slice apart). The same condition as the network's pooling."""
+    spacing = np.asarray(spacing_mm, dtype=float)
+    axes = [a for a in range(3) if a != slice_axis]
+    finest = spacing[axes].min()
+    return [a for a in axes if spacing[a] < anisotropy_ratio * finest]
+
+
+def structure_thickness_mm(classes: np.ndarray, spacing_mm, num_classes: int, axes,
+                           percentile: float = THICKNESS_PERCENTILE) -> np.ndarray:
+    """How thick each foreground class is (mm) across ``axes``: 2 x the ``percentile`` of its Euclidean
+    distance transform over its voxels, computed within each slice across the other axes.
+
+    ``classes``: class indices ``(I, J, K)`` (0 background; -1 unknown, e.g. untrusted voxels of a
+    pseudo-label: it bounds a class like background, so a partly known structure can only look thinner);
+    returns ``(num_classes - 1,)``, NaN for a class with no voxel. A band ``n`` voxels wide gives about
+    ``n`` x spacing; a disc of diameter ``d`` about 0.8 ``d`` (a percentile, not the maximum: one stray wide
+    spot must not decide).
+    """
+    from scipy import ndimage
+
+    axes = list(axes)
+    others = [a for a in range(3) if a not in axes]
+    stack = np.moveaxis(classes, others + axes, range(3)).reshape((-1,) + tuple(classes.shape[a] for a in axes))
+    sampling = [float(spacing_mm[a]) for a in axes]
+    out = np.full(num_classes - 1, np.nan)
+    inner = (slice(1, -1),) * len(axes)  # padded by one voxel: a class touching the array's edge ends there
+    for c in range(1, num_classes):
+        # the distance from each voxel of the class to the nearest voxel outside it, within its slice
+        distances = [ndimage.distance_transform_edt(np.pad(piece == c, 1), sampling=sampling)[inner][piece == c]
+                     for piece in stack if (piece == c).any()]
+        if distances:
+            out[c - 1] = 2.0 * np.percentile(np.concatenate(distances), percentile)
+    return out
+
+
+def coarsest_spacing(median_mm, thickness_mm, axes, voxels_across: float, extent_mm=None, min_grid: int = 1) -> tuple:
+    """A model spacing: along ``axes`` as coarse as keeps the thinnest structure (``thickness_mm``, one figure
+    per class, NaN ignored) ``voxels_across`` voxels across and the case (``extent_mm`` per axis, the median
+    field of view) ``min_grid`` voxels long, never finer than ``median_mm``; other axes unchanged."""
+    spacing = [float(s) for s in median_mm]
+    thickness = np.asarray(thickness_mm, dtype=float)
+    if not np.isfinite(thickness).any():
+        return tuple(spacing)
+    step = float(np.nanmin(thickness)) / voxels_across
+    for a in axes:
+        longest = np.inf if extent_mm is None else float(extent_mm[a]) / min_grid
+        spacing[a] = max(spacing[a], min(step, longest))
+    return tuple(spacing)
+
+
+def round_trip_dice(classes: np.ndarray, shape, num_classes: int) -> np.ndarray:
+    """Dice per foreground class ``(num_classes - 1,)`` of a label map after a round trip through a grid of
+    ``shape`` voxels (one-hot, linear down and back up, most probable class): what a model grid costs a
+    perfect prediction. ``classes`` as in :func:`structure_thickness_mm` (-1 voxels are not scored)."""
+    from ..metrics import dice
+
+    one_hot = np.stack([classes == c for c in range(num_classes)]).astype(np.float32)
+    back = np.argmax(resample(resample(one_hot, shape), classes.shape), axis=0)
+    known = classes >= 0
+    return np.array([dice((back == c) & known, classes == c) if (classes == c).any() else np.nan
+                     for c in range(1, num_classes)])
 
 
 # -- training patches --------------------------------------------------------------------------------------

@@ -21,9 +21,11 @@ from ..errors import InputError
 
 #: DynUNet needs at least this many resolution levels (input block, one down block, bottleneck).
 MIN_LEVELS = 3
+#: the smallest feature map (voxels along a pooled axis) the deepest level keeps
+MIN_FEATURE_SIZE = 4
 
 
-def plan_network(spacing_mm, patch_size, min_feature_size: int = 4, max_levels: int = 5,
+def plan_network(spacing_mm, patch_size, min_feature_size: int = MIN_FEATURE_SIZE, max_levels: int = 5,
                  anisotropy_ratio: float = 2.0, slice_wise: bool = False):
     """Kernel sizes and strides per level for a patch of ``patch_size`` voxels at ``spacing_mm``.
 
