@@ -56,6 +56,9 @@ VARIANTS = {
     "deep_crf": ("inextremis", {}, "+ CRF regularised loss (full method, paper defaults)"),
     "full": ("fully_supervised", {}, "Full supervision (same network, inputs, epochs)"),
 }
+#: the CRF kernels ``--crf-ranking`` compares: the paper's, then wider intensity widths (about the images' noise
+#: and beyond) and a narrower spatial one (the paper's 15 voxels were about 7 mm on its 0.4-0.5 mm scans)
+CRF_RANKING_SIGMAS = ((15.0, 0.05), (15.0, 0.25), (15.0, 1.0), (5.0, 0.05), (5.0, 0.25), (5.0, 1.0))
 #: per data set: what the InExtremIS runs change from the extreme-point benchmark's settings (whole image, no cues)
 AUTOMATIC = {"inputs": {"cues": [], "crop_to_points": False}, "postprocess": {"clip_to_points": False}}
 
@@ -180,11 +183,13 @@ def measure_crf_error(spec, test, n_cases: int = 3, max_voxels: int = 20_000, bl
     return {"rows": rows, "blur_mm": blur_mm}
 
 
-def measure_crf_ranking(spec, cases, n_cases: int = 4) -> list:
-    """The CRF energy (paper sigmas, bilateral grid) of masks derived from the reference on training images: the
-    reference, it dilated by 2 voxels and eroded by 1, and its tight box (the shape the weak models predict), each
-    blurred by half a voxel; plus the object's share of its box and the kernel's mean row sum ``mean_l W_kl``
-    (how many voxels' worth of affinity a voxel has: the energy's scale)."""
+def measure_crf_ranking(spec, cases, n_cases: int = 4, sigmas=((15.0, 0.05),)) -> list:
+    """The CRF energy (bilateral grid) of masks derived from the reference on training images: the reference, it
+    dilated by 2 voxels and eroded by 1, and its tight box (the shape the weak models predict), each blurred by half
+    a voxel, for each ``(sigma_mm, sigma_intensity)`` of ``sigmas``; plus the object's share of its box, the
+    image's noise (robust standard deviation of neighbour differences / sqrt 2, normalised units), the object's
+    contrast (mean inside minus mean in a 3-voxel shell around it) and the kernel's mean row sum ``mean_l W_kl``
+    at the first sigmas (how many voxels' worth of affinity a voxel has: the energy's scale)."""
     import torch
     from scipy import ndimage as ndi
 
@@ -196,7 +201,8 @@ def measure_crf_ranking(spec, cases, n_cases: int = 4) -> list:
     for case in cases[:n_cases]:
         image = read_image(case.image)
         spacing = np.asarray(image.spacing, dtype=float)
-        x = torch.from_numpy(Normalisation.for_modality(spec["modality"]).apply(image.array))[None]
+        normalised = Normalisation.for_modality(spec["modality"]).apply(image.array).astype(np.float32)
+        x = torch.from_numpy(normalised)[None]
         reference = np.isin(read_labelmap(case.label).array, spec["label_values"])
         inside = np.argwhere(reference)
         box = np.zeros_like(reference)
@@ -204,13 +210,78 @@ def measure_crf_ranking(spec, cases, n_cases: int = 4) -> list:
         masks = {"reference": reference, "dilated 2": ndi.binary_dilation(reference, iterations=2),
                  "eroded 1": ndi.binary_erosion(reference), "tight box": box}
         energies = {}
-        for label, mask in masks.items():
-            f = torch.from_numpy(np.clip(ndi.gaussian_filter(mask.astype(np.float32), 0.5), 0, 1))[None]
-            energies[label] = float(crf_energy(torch.stack([1 - f, f], dim=1), x, spacing))
-        row_sum = float(bilateral_filter_grid(torch.ones((1, 1) + reference.shape), x, spacing).mean())
+        for sigma_mm, sigma_intensity in sigmas:
+            key = f"{sigma_mm:g} mm, {sigma_intensity:g}"
+            energies[key] = {}
+            for label, mask in masks.items():
+                f = torch.from_numpy(np.clip(ndi.gaussian_filter(mask.astype(np.float32), 0.5), 0, 1))[None]
+                energies[key][label] = float(crf_energy(torch.stack([1 - f, f], dim=1), x, spacing, sigma_mm,
+                                                        sigma_intensity))
+        row_sum = float(bilateral_filter_grid(torch.ones((1, 1) + reference.shape), x, spacing, *sigmas[0]).mean())
+        in_plane = np.argsort(spacing)[:2]  # neighbour differences along the two finest axes
+        diffs = np.concatenate([np.diff(normalised, axis=int(a)).ravel() for a in in_plane])
+        noise = float(1.4826 * np.median(np.abs(diffs - np.median(diffs))) / np.sqrt(2))
+        shell = ndi.binary_dilation(reference, iterations=3) & ~reference
         rows.append({"case": case.name, "fill": float(reference.sum() / box.sum()), "energies": energies,
-                     "mean_row_sum": row_sum})
+                     "mean_row_sum": row_sum, "noise": noise,
+                     "contrast": float(abs(normalised[reference].mean() - normalised[shell].mean()))})
     return rows
+
+
+def measure_path_coverage(spec, train_cases, points) -> dict:
+    """What the fixed supervision covers, on the model grid of training cases: per path cost, the voxels on the
+    geodesics between the simulated clicks, their precision against the reference and the share of the reference
+    they reach; ``deep`` is shown under two networks, one that fills the tight box (background probability 0
+    inside it: the paths of ``gradient_euclidean``) and a perfect one (background probability 1 - reference, the
+    best the network could teach). Also the reference's share of its clicks' tight box, the share of the reference
+    wrongly labelled background (outside the relaxed box), the labelled background's size, the tight box's share of
+    the model grid (the whole image: what is left to the background is a shell at the image's border), and the
+    paths' share and precision further than the box margin from their clicks (the clicks' own error lies within
+    it)."""
+    from scipy import ndimage as ndi
+
+    from ExtremeSegLib.pseudolabel.deep_geodesics import geodesic_paths_mask
+    from ExtremeSegLib.recipes import get_recipe
+    from ExtremeSegLib.recipes.recipe import prepare_case, read_case
+    from ExtremeSegLib.training.data import median_spacing
+
+    config = job_config(spec, "deep_crf", train_cases, [], points, REPO / "benchmarks" / "runs" / "unused")
+    read = [read_case(c, config.classes) for c in config.cases]
+    inputs = config.inputs.resolved(config.modality, median_spacing([r[0] for r in read]))
+    recipe = get_recipe("inextremis")
+    settings = recipe.settings(config)
+
+    class Job:  # what the recipe's hooks read
+        pass
+
+    job = Job()
+    job.config, job.inputs = config, inputs
+    costs = {"gradient": ("gradient", None), "gradient_euclidean": ("gradient_euclidean", None),
+             "deep, perfect network": ("deep", "reference")}
+    rows = []
+    for case_config, r in zip(config.cases, read):
+        case = prepare_case(case_config, case_config.name, r, inputs)
+        reference = case.reference_on_grid(2)[1] > 0.5
+        label = recipe.initial_label(job, case)
+        target = recipe.training_target(job, case, label)
+        box, codes = target[2] > 0.5, target[3]
+        near_clicks = ndi.distance_transform_edt(codes == 0, sampling=inputs.spacing_mm)
+        row = {"case": case.name, "reference_voxels": int(reference.sum()),
+               "fill": float(reference.sum() / box.sum()),
+               "reference_outside_relaxed": float((reference & (label.weight > 0) & (label.probabilities[1] < 0.5))
+                                                  .sum() / reference.sum()),
+               "background_voxels": int(((label.weight > 0) & (label.probabilities[1] < 0.5)).sum()),
+               "box_share_of_image": float(box.mean()), "paths": {}}
+        for name, (cost, network) in costs.items():
+            background = None if network is None else (~reference).astype(np.float32)
+            mask = geodesic_paths_mask(case.inputs[0], codes, box, inputs.spacing_mm, background, cost)
+            far = mask & (near_clicks > settings.box_margin_mm)
+            row["paths"][name] = {"voxels": int(mask.sum()), "precision": float((mask & reference).sum() / mask.sum()),
+                                  "reach": float((mask & reference).sum() / reference.sum()),
+                                  "share_far_from_clicks": float(far.sum() / mask.sum()),
+                                  "precision_far_from_clicks": float((far & reference).sum() / max(far.sum(), 1))}
+        rows.append(row)
+    return {"n_cases": len(rows), "rows": rows}
 
 
 CRF_MEMORY_PROBE = """
@@ -270,6 +341,8 @@ def main(argv=None) -> int:
                         'switch), e.g. \'{"inextremis": {"crf_weight": 1e-3}, "training": {"epochs": 8}}\'')
     parser.add_argument("--crf-ranking", action="store_true", help="only measure the CRF energy of the reference "
                         "against its tight box on training images (added to the results file)")
+    parser.add_argument("--path-coverage", action="store_true", help="only measure what the paths and the "
+                        "background cover of the reference on the (--limit) training cases (a results file of its own)")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results of this name")
     parser.add_argument("--name", help="results name (default inextremis_<dataset>)")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the saved .json")
@@ -289,13 +362,26 @@ def main(argv=None) -> int:
     if args.crf_ranking:
         spec = DATASETS[args.dataset]
         training_cases = select_cases(discover_cases(args.data / spec["folder"]), load_split(args.dataset)["train"])
-        ranking = {"rows": measure_crf_ranking(spec, training_cases),
+        ranking = {"rows": measure_crf_ranking(spec, training_cases, sigmas=CRF_RANKING_SIGMAS),
                    "command": benchmark_command("benchmarks/train_inextremis.py", argv)}
         (results_dir / f"{name}_crf_ranking.json").write_text(json.dumps(ranking, indent=1) + "\n")
         print(json.dumps(ranking, indent=1))
         return 0
 
     spec = json.loads(json.dumps(DATASETS[args.dataset]))
+    if args.path_coverage:
+        training_cases = select_cases(discover_cases(args.data / spec["folder"]), load_split(args.dataset)["train"])
+        training_cases = training_cases[: args.limit] if args.limit else training_cases
+        coverage = measure_path_coverage(spec, training_cases, simulate_points(
+            training_cases, spec, args.runs / f"{name}_points", args.noise_mm))
+        coverage["command"] = benchmark_command("benchmarks/train_inextremis.py", argv)
+        (results_dir / f"{name}_path_coverage.json").write_text(json.dumps(coverage, indent=1) + "\n")
+        summary = {k: {m: float(np.mean([r["paths"][k][m] for r in coverage["rows"]])) for m in
+                       coverage["rows"][0]["paths"][k]} for k in coverage["rows"][0]["paths"]}
+        for key in ("fill", "reference_outside_relaxed", "reference_voxels", "background_voxels", "box_share_of_image"):
+            summary[key] = float(np.mean([r[key] for r in coverage["rows"]]))
+        print(json.dumps(summary, indent=1))
+        return 0
     for section, values in args.override.items():
         spec[section] = {**spec.get(section, {}), **values} if isinstance(values, dict) else values
     if args.epochs:
@@ -404,15 +490,19 @@ def markdown(results: dict) -> str:
     ranking_file = Path(__file__).resolve().parent / "results" / f"inextremis_{results['dataset']}_crf_ranking.json"
     if ranking_file.exists():
         ranking = json.loads(ranking_file.read_text())
-        labels = list(ranking["rows"][0]["energies"])
+        kernels = list(ranking["rows"][0]["energies"])
+        labels = list(ranking["rows"][0]["energies"][kernels[0]])
         lines += ["", "## CRF energy: the reference against its box", "",
-                  f"`{ranking['command']}` (training images, paper sigmas, masks blurred by half a voxel; the "
-                  "energy is 1/N sum f W (1 - f), W with peak 1)", "",
-                  "| Case | Object / box volume | " + " | ".join(labels) + " | mean row sum of W |",
-                  "|---" * (len(labels) + 3) + "|"]
+                  f"`{ranking['command']}` (training images, masks blurred by half a voxel; the energy is "
+                  "1/N sum f W (1 - f), W with peak 1; per kernel (sigma mm, sigma intensity) each mask's energy "
+                  "relative to the reference's)", "",
+                  "| Case | Object / box | noise | contrast | kernel | " + " | ".join(labels) + " |",
+                  "|---" * (len(labels) + 5) + "|"]
         for row in ranking["rows"]:
-            lines.append(f"| {row['case']} | {row['fill']:.2f} | "
-                         + " | ".join(f"{row['energies'][k]:.2f}" for k in labels) + f" | {row['mean_row_sum']:.0f} |")
+            for kernel in kernels:
+                e = row["energies"][kernel]
+                lines.append(f"| {row['case']} | {row['fill']:.2f} | {row['noise']:.3f} | {row['contrast']:.3f} | "
+                             f"{kernel} | " + " | ".join(f"{e[k] / e['reference']:.2f}" for k in labels) + " |")
     error = results.get("crf_error")
     if error:
         lines += ["", "## CRF loss: bilateral grid against the exact dense form", "",
