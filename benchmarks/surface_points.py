@@ -42,12 +42,15 @@ sys.path.insert(0, str(REPO))
 
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import benchmark_command, versions  # noqa: E402
-from ExtremeSegLib.io import read_image, read_labelmap, read_segmentation, write_points  # noqa: E402
+from ExtremeSegLib.io import read_image, read_labelmap, write_points  # noqa: E402
 from ExtremeSegLib.metrics import dice, iou  # noqa: E402
 from ExtremeSegLib.progress import Progress  # noqa: E402
 from ExtremeSegLib.pseudolabel.surface_template import SurfaceTemplate, rasterize_mesh  # noqa: E402
 from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
 from ExtremeSegLib.simulate import simulate_surface_points  # noqa: E402
+from ExtremeSegLib.training.inference import segment_image  # noqa: E402
+from ExtremeSegLib.training.model_file import load_model  # noqa: E402
+from ExtremeSegLib.training.postprocess import clean_label_map  # noqa: E402
 
 DATASET = "hippocampus"
 LABEL_VALUES = [1, 2]  # anterior + posterior: one object
@@ -59,9 +62,10 @@ JOB = {
     "inputs": {"cues": [], "crop_to_points": False},
     "network": {"filters": [16, 32, 64, 128]},
     "training": {"epochs": 6, "batch_size": 2, "learning_rate": 0.002},
-    "postprocess": {"clip_to_points": False, "foreground_threshold": 0.5},
     "device": "auto",
 }
+#: thresholds (the paper's gamma) scored on every trained network's foreground probabilities
+GAMMAS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def case_seed(case) -> int:
@@ -158,36 +162,57 @@ def write_surface_points(cases, n: int, folder: Path) -> dict:
     return paths
 
 
+def score_thresholds(model_path: Path, cases, gammas=GAMMAS) -> dict:
+    """IoU and Dice of a model's fully automatic segmentations of ``cases`` at each foreground threshold.
+
+    One prediction per case; each threshold's label map is cleaned as the model file says. Returns
+    ``{"model_gamma", "by_gamma": {gamma: {"iou", "dice"}}, "cases": [{"case", "iou": {gamma: .}, ...}]}``.
+    """
+    model = load_model(model_path)
+    settings = model.postprocess
+    gammas = sorted(set(gammas) | {settings.foreground_threshold})
+    rows = []
+    for case in cases:
+        image, reference = load_case(case)
+        foreground = segment_image(model, image, postprocess=False).probabilities[1]
+        row = {"case": case.name, "iou": {}, "dice": {}}
+        for gamma in gammas:
+            labels = clean_label_map((foreground >= gamma).astype(np.uint8), image, settings, None,
+                                     model.class_names)
+            row["iou"][f"{gamma:g}"] = iou(labels == 1, reference.array)
+            row["dice"][f"{gamma:g}"] = dice(labels == 1, reference.array)
+        rows.append(row)
+    by_gamma = {f"{g:g}": {key: {"mean": float(np.mean([r[key][f"{g:g}"] for r in rows])),
+                                 "std": float(np.std([r[key][f"{g:g}"] for r in rows]))} for key in ("iou", "dice")}
+                for g in gammas}
+    return {"model_gamma": settings.foreground_threshold, "by_gamma": by_gamma, "cases": rows}
+
+
 def train_and_score(recipe: str, train_cases, test_cases, output: Path, points=None, pseudolabel=None,
                     epochs=None) -> dict:
-    """Train one job, then IoU and Dice of its (fully automatic) test segmentations."""
-    def entry(case, with_points):
+    """Train one job (resumed from its checkpoint if its folder holds an unfinished run), then IoU and Dice of
+    its fully automatic segmentations of ``test_cases`` at the model's threshold and at :data:`GAMMAS`."""
+    def entry(case):
         row = {"name": case.name, "image": str(case.image), "label": str(case.label)}
-        return dict(row, points=points[case.name]) if with_points else row
+        return dict(row, points=points[case.name]) if points is not None else row
 
     data = json.loads(json.dumps(JOB))
     if epochs:
         data["training"]["epochs"] = epochs
     data.update(recipe=recipe, output=str(output), pseudolabel=pseudolabel or {},
-                cases=[entry(c, points is not None) for c in train_cases],
-                validation=[entry(c, False) for c in test_cases])
+                cases=[entry(c) for c in train_cases])
+    state = output / "state" / "state.json"
     started = time.perf_counter()
-    train(JobConfig.from_dict(data), Recorder(output.name))
+    train(JobConfig.from_dict(data), Recorder(output.name), resume=state.exists())
     seconds = time.perf_counter() - started
     rounds = json.loads((output / "rounds.json").read_text())
-    rows = []
-    for case in test_cases:
-        _, reference = load_case(case)
-        _, segments = read_segmentation(output / "validation" / f"{case.name}.seg.nrrd")
-        rows.append({"case": case.name, "iou": iou(segments[0].mask, reference.array),
-                     "dice": dice(segments[0].mask, reference.array)})
+    scores = score_thresholds(output / "model.pt", test_cases)
+    at_model = scores["by_gamma"][f"{scores['model_gamma']:g}"]
     return {"recipe": recipe, "pseudolabel": pseudolabel or {}, "seconds": seconds,
-            "epochs": data["training"]["epochs"],
+            "train_seconds": sum(r["train_seconds"] for r in rounds), "epochs": data["training"]["epochs"],
             "pseudolabel_dice_train": rounds[-1]["pseudolabel_dice"], "train_dice": rounds[-1]["train_dice"],
-            "iou": {"mean": float(np.mean([r["iou"] for r in rows])), "std": float(np.std([r["iou"] for r in rows]))},
-            "dice": {"mean": float(np.mean([r["dice"] for r in rows])),
-                     "std": float(np.std([r["dice"] for r in rows]))},
-            "cases": rows}
+            "gamma": scores["model_gamma"], "iou": at_model["iou"], "dice": at_model["dice"],
+            "by_gamma": scores["by_gamma"], "cases": scores["cases"]}
 
 
 def stage_train(results, train_cases, test_cases, counts, runs: Path, write, full: bool, weights, epochs) -> None:

@@ -35,6 +35,18 @@ def boundary_band(foreground: torch.Tensor, radius_voxels) -> torch.Tensor:
     return ((near_foreground > 0) & (near_background > 0)).squeeze(1)
 
 
+def binary_straight_through(probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """``probabilities >= threshold`` as 0/1 in the forward pass, the gradient of ``probabilities`` backwards.
+
+    What the reconstruction network reads: a segmentation, not the probabilities' fine values. Fed the
+    probabilities themselves, it learns to read the image out of them (with instance normalisation their scale
+    is normalised away, so values around 0.01 carry as much as 0 to 1), and the segmentation network is pushed to
+    write the image into faint probabilities below any threshold (measured: docs/benchmarks.md, issue 17).
+    """
+    hard = (probabilities >= threshold).to(probabilities.dtype)
+    return probabilities + (hard - probabilities).detach()
+
+
 class WeakNetObjective(Objective):
     """``CE(template, segmentation) + lam * boundary-weighted MSE(image, reconstruction(segmentation))``.
 
@@ -82,12 +94,12 @@ class WeakNetObjective(Objective):
         loss = (cross_entropy * weight).sum() / weight.sum().clamp(min=1.0)
         if self.lam == 0:
             return loss, logits
-        segmentation = log_p.exp()[:, 1:]
         image = x[:, :self.image_channels].float()
-        rebuilt = self.reconstruction(segmentation).float()
+        rebuilt = self.reconstruction(binary_straight_through(log_p.exp()[:, 1:])).float()
         foreground = (template[:, 1:].sum(dim=1) > 0.5).float()
         radius = [r if n > 1 else 0 for r, n in zip(self.radius, foreground.shape[1:])]  # a slice-wise patch
         band = boundary_band(foreground, radius)
         w = torch.where(band, 1.0, self.far_weight).unsqueeze(1)
-        squared = (w * (rebuilt - image) ** 2).mean()
-        return loss + self.lam * squared, logits
+        squared = (w * (rebuilt - image) ** 2).flatten(1).mean(dim=1)
+        variance = image.flatten(1).var(dim=1).clamp(min=1e-6)  # lambda in units of the image's own variance
+        return loss + self.lam * (squared / variance).mean(), logits
