@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ExtremeSegLib.errors import CancelledError  # noqa: E402
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import benchmark_command, versions  # noqa: E402
 from ExtremeSegLib.io import read_image, read_labelmap, write_points  # noqa: E402
@@ -138,16 +139,20 @@ def stage_timing(test_cases) -> dict:
 
 
 class Recorder(Progress):
-    """One line per epoch and message (a log, not a bar)."""
+    """One line per epoch and message (a log, not a bar); asks the run to stop after the first epoch that ends
+    past ``stop_after_s`` (it resumes from that epoch's checkpoint when the command is run again)."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, stop_after_s: float = None):
         super().__init__(bar=False)
-        self.label, self.start = label, time.perf_counter()
+        self.label, self.start, self.stop_after_s = label, time.perf_counter(), stop_after_s
 
     def emit(self, event, **fields):
         if event in ("epoch", "round", "message"):
             text = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
             print(f"[{self.label} {time.perf_counter() - self.start:7.0f}s] {event} {text}", flush=True)
+        if event == "epoch" and self.stop_after_s and time.perf_counter() - self.start > self.stop_after_s \
+                and fields.get("epoch") != fields.get("epochs"):
+            self.cancel()
 
 
 def write_surface_points(cases, n: int, folder: Path) -> dict:
@@ -170,7 +175,9 @@ def score_thresholds(model_path: Path, cases, gammas=GAMMAS) -> dict:
     """
     model = load_model(model_path)
     settings = model.postprocess
-    gammas = sorted(set(gammas) | {settings.foreground_threshold})
+    # no threshold: the most probable of two classes, i.e. foreground from 0.5 (a tie aside)
+    model_gamma = 0.5 if settings.foreground_threshold is None else settings.foreground_threshold
+    gammas = sorted(set(gammas) | {model_gamma})
     rows = []
     for case in cases:
         image, reference = load_case(case)
@@ -185,11 +192,11 @@ def score_thresholds(model_path: Path, cases, gammas=GAMMAS) -> dict:
     by_gamma = {f"{g:g}": {key: {"mean": float(np.mean([r[key][f"{g:g}"] for r in rows])),
                                  "std": float(np.std([r[key][f"{g:g}"] for r in rows]))} for key in ("iou", "dice")}
                 for g in gammas}
-    return {"model_gamma": settings.foreground_threshold, "by_gamma": by_gamma, "cases": rows}
+    return {"model_gamma": model_gamma, "by_gamma": by_gamma, "cases": rows}
 
 
 def train_and_score(recipe: str, train_cases, test_cases, output: Path, points=None, pseudolabel=None,
-                    epochs=None) -> dict:
+                    epochs=None, progress: Progress = None) -> dict:
     """Train one job (resumed from its checkpoint if its folder holds an unfinished run), then IoU and Dice of
     its fully automatic segmentations of ``test_cases`` at the model's threshold and at :data:`GAMMAS`."""
     def entry(case):
@@ -203,31 +210,45 @@ def train_and_score(recipe: str, train_cases, test_cases, output: Path, points=N
                 cases=[entry(c) for c in train_cases])
     state = output / "state" / "state.json"
     started = time.perf_counter()
-    train(JobConfig.from_dict(data), Recorder(output.name), resume=state.exists())
+    train(JobConfig.from_dict(data), progress or Recorder(output.name), resume=state.exists())
     seconds = time.perf_counter() - started
     rounds = json.loads((output / "rounds.json").read_text())
+    epoch_seconds = [e["seconds"] for r in rounds for e in r["epoch_log"]]  # kept across resumed stages
     scores = score_thresholds(output / "model.pt", test_cases)
     at_model = scores["by_gamma"][f"{scores['model_gamma']:g}"]
     return {"recipe": recipe, "pseudolabel": pseudolabel or {}, "seconds": seconds,
-            "train_seconds": sum(r["train_seconds"] for r in rounds), "epochs": data["training"]["epochs"],
+            "train_seconds": float(sum(epoch_seconds)), "epochs": data["training"]["epochs"],
             "pseudolabel_dice_train": rounds[-1]["pseudolabel_dice"], "train_dice": rounds[-1]["train_dice"],
             "gamma": scores["model_gamma"], "iou": at_model["iou"], "dice": at_model["dice"],
             "by_gamma": scores["by_gamma"], "cases": scores["cases"]}
 
 
-def stage_train(results, train_cases, test_cases, counts, runs: Path, write, full: bool, weights, epochs) -> None:
-    """Full supervision once, then per N the template-only U-Net (lambda 0) and Weak-Net; written as they end."""
+def stage_train(results, train_cases, test_cases, counts, runs: Path, write, full: bool, weights, epochs,
+                stop_after_s: float = None) -> None:
+    """Full supervision once, then per N the template-only U-Net (lambda 0) and Weak-Net; written as they end.
+
+    ``stop_after_s``: no epoch starts after that many seconds of this command (a training stops at its last
+    checkpoint, raising :class:`CancelledError`; the same command resumes it).
+    """
     training = results.setdefault("training", {})
+    started = time.perf_counter()
+
+    def progress(label):
+        left = None if stop_after_s is None else stop_after_s - (time.perf_counter() - started)
+        if left is not None and left <= 0:
+            raise CancelledError(f"the stage's {stop_after_s / 60:.0f} minutes are spent before {label}")
+        return Recorder(label, left)
+
     if full:
         training["full"] = train_and_score("fully_supervised", train_cases, test_cases, runs / "full",
-                                           epochs=epochs)
+                                           epochs=epochs, progress=progress("full"))
         write()
     for n in counts:
         points = write_surface_points(train_cases, n, runs / f"points_{n}")
         for weight in weights:
-            key = f"{n}:lambda={weight:g}"
-            training[key] = train_and_score("weak_net", train_cases, test_cases, runs / f"weak_net_{n}_{weight:g}",
-                                            points, {"reconstruction_weight": weight}, epochs)
+            key, name = f"{n}:lambda={weight:g}", f"weak_net_{n}_{weight:g}"
+            training[key] = train_and_score("weak_net", train_cases, test_cases, runs / name, points,
+                                            {"reconstruction_weight": weight}, epochs, progress(name))
             write()
 
 
@@ -249,6 +270,8 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0],
                         help="train stage: the reconstruction weights (lambda) per N (default 0 and 1)")
     parser.add_argument("--epochs", type=int, help=f"train stage: epochs (default {JOB['training']['epochs']})")
+    parser.add_argument("--stop-after-minutes", type=float, help="train stage: start no epoch after this many "
+                        "minutes (exit 3; the same command resumes from the last epoch's checkpoint)")
     parser.add_argument("--skip-full", action="store_true", help="train stage: no full-supervision run")
     parser.add_argument("--limit", type=int, help="a quick try: the first N training cases, scored on the next N "
                         "training cases; results go to the runs folder, not benchmarks/results")
@@ -288,9 +311,13 @@ def main(argv=None) -> int:
             results["commands"]["train"].append(command)
         results["job"] = dict(JOB, training=dict(JOB["training"], epochs=args.epochs or JOB["training"]["epochs"]))
         runs = args.runs / args.name
-        stage_train(results, train_cases, test_cases, args.points, runs,
-                    lambda: write_results(results, args.results, args.name), not args.skip_full, args.weights,
-                    args.epochs)
+        try:
+            stage_train(results, train_cases, test_cases, args.points, runs,
+                        lambda: write_results(results, args.results, args.name), not args.skip_full, args.weights,
+                        args.epochs, args.stop_after_minutes and 60 * args.stop_after_minutes)
+        except CancelledError as err:
+            print(f"stopped ({err}); run the same command again to resume", flush=True)
+            return 3
     if args.stage != "train":
         results["commands"][args.stage] = command
     write_results(results, args.results, args.name)
@@ -338,6 +365,16 @@ def markdown(results: dict, name: str) -> str:
                 f"{row['pseudolabel_dice_train']:.3f}"
             lines.append(f"| {n} | {method} | {_mean_std(row['iou'])} | {_mean_std(row['dice'])} | {ratio} | "
                          f"{template} | {row['epochs']} | {row['seconds'] / 60:.1f} min |")
+        scored = {key: row for key, row in training.items() if "by_gamma" in row}
+        if scored:
+            gammas = sorted({g for row in scored.values() for g in row["by_gamma"]}, key=float)
+            lines += ["", "IoU at each foreground threshold (gamma) from the same predictions (the model's own "
+                      "threshold is the table's above; full supervision: 0.5 = the more probable class):", "",
+                      "| Run | " + " | ".join(f"gamma {g}" for g in gammas) + " | Training time |",
+                      "|---|" + "---|" * (len(gammas) + 1)]
+            for key, row in scored.items():
+                cells = [f"{row['by_gamma'][g]['iou']['mean']:.3f}" if g in row["by_gamma"] else "–" for g in gammas]
+                lines.append(f"| {key} | " + " | ".join(cells) + f" | {row['train_seconds'] / 60:.1f} min |")
         lines += ["", "Budget (every training the same, reduced for the shared 2-core CPU): "
                       f"{job['training']['epochs']} epochs of {results['n_train'] // job['training']['batch_size']} "
                       "steps (batch "

@@ -1,14 +1,20 @@
 """Weak-Net's training objective (paper 003): segmentation from a rough template, sharpened by reconstruction.
 
 The segmentation network ``f`` maps the image ``X`` to logits; a reconstruction network ``g`` maps the
-segmentation's foreground probabilities ``Y^ = softmax(f(X))[1:]`` back to an image ``X^ = g(Y^)``. The loss is
+segmentation ``Y^ = softmax(f(X))[1:]`` back to an image ``X^ = g(B(Y^))``. The loss is
 
-    L = CE(Y, Y^) + lambda * mean_v W_v (X_v - X^_v)^2
+    L = CE(Y, Y^) + lambda * mean_v W_v (X_v - X^_v)^2 / var(X)
 
 with ``Y`` the rasterised template (the pseudo-label) and ``W`` high (1) within ``boundary_mm`` of the
-template's boundary and low (``far_weight``) elsewhere. Since ``g`` sees only ``Y^``, reconstructing the image
-near the boundary needs ``Y^``'s boundary where the image's is: the template fixes the rough shape, the image
-fixes the boundary. ``lambda = 0`` trains on the template alone (the baseline). Only ``f`` is the model.
+template's boundary and low (``far_weight``) elsewhere. Since ``g`` sees only the segmentation, reconstructing
+the image near the boundary needs ``Y^``'s boundary where the image's is: the template fixes the rough shape, the
+image fixes the boundary. ``lambda = 0`` trains on the template alone (the baseline). Only ``f`` is the model.
+
+Two choices the paper leaves open, made so that ``g`` reads a segmentation and ``lambda`` means the same on any
+image: ``B`` thresholds ``Y^`` at 0.5 in the forward pass and passes its gradient through unchanged
+(:func:`binary_straight_through`; fed ``Y^`` itself, the instance-normalised ``g`` read the image out of faint
+probabilities and the segmentation emptied), and the squared error is divided by the image patch's variance (the
+paper's sums of squared raw intensities make its lambda = 1e-4 specific to its intensity scale).
 """
 
 from __future__ import annotations
@@ -48,13 +54,13 @@ def binary_straight_through(probabilities: torch.Tensor, threshold: float = 0.5)
 
 
 class WeakNetObjective(Objective):
-    """``CE(template, segmentation) + lam * boundary-weighted MSE(image, reconstruction(segmentation))``.
+    """``CE(template, segmentation) + lam * boundary-weighted MSE(image, reconstruction(segmentation)) / var``.
 
     Args:
         reconstruction: a network from ``C - 1`` foreground-probability channels to the image's channels
             (trained with the segmentation network, checkpointed, not part of the model file).
-        lam: weight of the reconstruction term (0: the template-only baseline; the reconstruction network then
-            gets no gradient and is not evaluated).
+        lam: weight of the reconstruction term, nats of cross-entropy per unit of the image's variance (0: the
+            template-only baseline; the reconstruction network then gets no gradient and is not evaluated).
         spacing_mm: the model grid's voxel size (3,) in mm, to turn ``boundary_mm`` into voxels.
         boundary_mm: half-width of the band around the template's boundary where the reconstruction counts fully.
         far_weight: the reconstruction weight everywhere else.
