@@ -275,11 +275,15 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-full", action="store_true", help="train stage: no full-supervision run")
     parser.add_argument("--limit", type=int, help="a quick try: the first N training cases, scored on the next N "
                         "training cases; results go to the runs folder, not benchmarks/results")
+    parser.add_argument("--train-cases", type=int, help="train stage: only the first K training cases train "
+                        "(scored on the test split as always); results named <name>_train<K>")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md and .png from the saved .json")
     args = parser.parse_args(argv)
     if args.limit:  # a quick try is not a result
         args.name = f"{args.name}_limit{args.limit}"
         args.results = args.runs / args.name
+    elif args.train_cases:
+        args.name = f"{args.name}_train{args.train_cases}"
     path = args.results / f"{args.name}.json"
     results = json.loads(path.read_text()) if path.exists() else {"dataset": DATASET, "commands": {}}
     if args.render:
@@ -291,6 +295,8 @@ def main(argv=None) -> int:
     train_cases, test_cases = select_cases(cases, split["train"]), select_cases(cases, split["test"])
     if args.limit:
         train_cases, test_cases = train_cases[:args.limit], train_cases[args.limit:2 * args.limit]
+    elif args.train_cases:
+        train_cases = train_cases[:args.train_cases]
     results.update({"n_train": len(train_cases), "n_test": len(test_cases), "versions": versions(),
                     "cpu_threads": os.cpu_count()})
     command = benchmark_command("benchmarks/surface_points.py", argv)
