@@ -253,8 +253,18 @@ def stage_train(results, train_cases, test_cases, counts, runs: Path, write, ful
 
 
 def write_results(results: dict, results_dir: Path, name: str) -> None:
+    """Write the .json, .md and .png; trainings another command wrote to the file meanwhile are kept."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    path = results_dir / f"{name}.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        results["training"] = {**saved.get("training", {}), **results.get("training", {})}
+        for stage, command in saved.get("commands", {}).items():
+            if stage == "train":
+                results["commands"]["train"] = list(dict.fromkeys(command + results["commands"].get("train", [])))
+            else:
+                results["commands"].setdefault(stage, command)
+    path.write_text(json.dumps(results, indent=1) + "\n")
     (results_dir / f"{name}.md").write_text(markdown(results, name))
     plot(results, results_dir / f"{name}.png")
 
@@ -267,8 +277,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "runs")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--name", default="surface_points", help="results name (default surface_points)")
-    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0],
-                        help="train stage: the reconstruction weights (lambda) per N (default 0 and 1)")
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1],
+                        help="train stage: the reconstruction weights (lambda) per N (default 0 and the recipe's 0.1)")
     parser.add_argument("--epochs", type=int, help=f"train stage: epochs (default {JOB['training']['epochs']})")
     parser.add_argument("--stop-after-minutes", type=float, help="train stage: start no epoch after this many "
                         "minutes (exit 3; the same command resumes from the last epoch's checkpoint)")
