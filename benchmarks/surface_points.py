@@ -425,17 +425,20 @@ def plot(results: dict, path: Path) -> None:
     except ImportError:
         return
     templates = results.get("templates")
-    if not templates:
+    training = results.get("training", {})
+    if not templates and not training:
         return
     figure = Figure(figsize=(6.5, 4.6), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    counts = [int(n) for n in templates["summary"]]
-    axes.plot(counts, [templates["summary"][str(n)]["template_iou"]["mean"] for n in counts], marker="o",
-              label="template alone")
-    axes.plot(counts, [templates["summary"][str(n)]["hull_iou"]["mean"] for n in counts], marker="s", ls=":",
-              color="grey", label="convex hull of the points")
-    training = results.get("training", {})
+    if templates:
+        counts = [int(n) for n in templates["summary"]]
+        axes.plot(counts, [templates["summary"][str(n)]["template_iou"]["mean"] for n in counts], marker="o",
+                  label="template alone")
+        axes.plot(counts, [templates["summary"][str(n)]["hull_iou"]["mean"] for n in counts], marker="s", ls=":",
+                  color="grey", label="convex hull of the points")
+    else:
+        counts = sorted({int(key.split(":")[0]) for key in training if key != "full"})
     for weight in sorted({key.split(":lambda=")[1] for key in training if key != "full"}, key=float):
         trained = sorted((int(key.split(":")[0]), row["iou"]["mean"]) for key, row in training.items()
                          if key != "full" and key.endswith(f":lambda={weight}"))
