@@ -277,7 +277,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "runs")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--name", default="surface_points", help="results name (default surface_points)")
-    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.1],
+    parser.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.1],
                         help="train stage: the reconstruction weights (lambda) per N (default 0 and the recipe's 0.1)")
     parser.add_argument("--epochs", type=int, help=f"train stage: epochs (default {JOB['training']['epochs']})")
     parser.add_argument("--stop-after-minutes", type=float, help="train stage: start no epoch after this many "
