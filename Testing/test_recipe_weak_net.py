@@ -12,6 +12,7 @@ from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.io import read_segmentation, write_points, write_volume
 from ExtremeSegLib.metrics import dice
 from ExtremeSegLib.recipes import JobConfig, train
+from ExtremeSegLib.recipes.weak_net import WeakNetRecipe
 from ExtremeSegLib.simulate import simulate_surface_points
 from ExtremeSegLib.training.model_file import load_model, read_description
 from ExtremeSegLib.training.networks import build_network
@@ -48,7 +49,8 @@ def test_weak_net_trains_and_predicts_without_points(tmp_path, cases, capsys):
     assert len(rounds) == 1 and rounds[0]["pseudolabel_dice"] > 0.8  # the templates against the labels
     description = read_description(outputs["model"])
     assert description["recipe"] == "weak_net"
-    assert description["postprocess"]["foreground_threshold"] == 0.5
+    assert description["postprocess"]["foreground_threshold"] == WeakNetRecipe.defaults["postprocess"][
+        "foreground_threshold"]  # gamma, the recipe's default
     assert description["inputs"]["cues"] == [] and description["inputs"]["crop_to_points"] is False
     # the model file holds the segmentation network alone: exactly the keys of the network it describes
     saved = set(load_model(outputs["model"]).network.state_dict())

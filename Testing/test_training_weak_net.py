@@ -10,7 +10,7 @@ from ExtremeSegLib.errors import InputError
 from ExtremeSegLib.training.data import TrainingVolume
 from ExtremeSegLib.training.engine import TrainingSettings, fit, load_checkpoint
 from ExtremeSegLib.training.networks import build_network, plan_network
-from ExtremeSegLib.training.weak_net import WeakNetObjective, boundary_band
+from ExtremeSegLib.training.weak_net import WeakNetObjective, binary_straight_through, boundary_band
 
 
 def reconstruction_network():
@@ -87,3 +87,41 @@ def test_fit_optimises_and_checkpoints_the_reconstruction_network(tmp_path):
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(InputError):
         WeakNetObjective(reconstruction_network(), spacing_mm=(1.0, 1.0, 1.0), **kwargs)
+
+
+def test_straight_through_is_binary_forward_and_identity_backward():
+    probabilities = torch.tensor([0.0, 0.2, 0.5, 0.7, 1.0], requires_grad=True)
+    hard = binary_straight_through(probabilities)
+    assert hard.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    (hard * torch.arange(5.0)).sum().backward()
+    assert probabilities.grad.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_reconstruction_reads_only_the_segmentation():
+    """The reconstruction network gets the thresholded segmentation: faint probabilities carry nothing to it."""
+    network, _ = tiny_network()
+    reconstruction = reconstruction_network()
+    seen = []
+    reconstruction.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    x, y, w = batch()
+    WeakNetObjective(reconstruction, 1.0, (1.0, 1.0, 1.0))(network, x, y, w)
+    values = torch.unique(seen[0])
+    assert set(values.tolist()) <= {0.0, 1.0}
+
+
+def test_reconstruction_term_is_in_units_of_the_image_variance():
+    """lambda means the same whatever the image's intensity scale: a zero reconstruction of a zero-mean image
+    costs lambda x mean(x^2) / var(x) = lambda, with x or 10 x."""
+    network, _ = tiny_network()
+    reconstruction = reconstruction_network()
+    for p in reconstruction.parameters():
+        torch.nn.init.zeros_(p)  # reconstructs 0 everywhere
+    x, y, w = batch()
+    x = x - x.mean(dim=(1, 2, 3, 4), keepdim=True)
+    none = torch.zeros_like(w)  # no trusted voxel: the image term alone
+    objective = WeakNetObjective(reconstruction, 2.0, (1.0, 1.0, 1.0), far_weight=1.0)
+    loss, _ = objective(network, x, y, none)
+    scaled, _ = objective(network, 10 * x, y, none)
+    n = x[0].numel()
+    assert float(loss.detach()) == pytest.approx(2.0 * (n - 1) / n, rel=1e-4)
+    assert float(scaled.detach()) == pytest.approx(float(loss.detach()), rel=1e-4)

@@ -40,14 +40,18 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ExtremeSegLib.errors import CancelledError  # noqa: E402
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import benchmark_command, versions  # noqa: E402
-from ExtremeSegLib.io import read_image, read_labelmap, read_segmentation, write_points  # noqa: E402
+from ExtremeSegLib.io import read_image, read_labelmap, write_points  # noqa: E402
 from ExtremeSegLib.metrics import dice, iou  # noqa: E402
 from ExtremeSegLib.progress import Progress  # noqa: E402
 from ExtremeSegLib.pseudolabel.surface_template import SurfaceTemplate, rasterize_mesh  # noqa: E402
 from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
 from ExtremeSegLib.simulate import simulate_surface_points  # noqa: E402
+from ExtremeSegLib.training.inference import segment_image  # noqa: E402
+from ExtremeSegLib.training.model_file import load_model  # noqa: E402
+from ExtremeSegLib.training.postprocess import clean_label_map  # noqa: E402
 
 DATASET = "hippocampus"
 LABEL_VALUES = [1, 2]  # anterior + posterior: one object
@@ -59,9 +63,10 @@ JOB = {
     "inputs": {"cues": [], "crop_to_points": False},
     "network": {"filters": [16, 32, 64, 128]},
     "training": {"epochs": 6, "batch_size": 2, "learning_rate": 0.002},
-    "postprocess": {"clip_to_points": False, "foreground_threshold": 0.5},
     "device": "auto",
 }
+#: thresholds (the paper's gamma) scored on every trained network's foreground probabilities
+GAMMAS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def case_seed(case) -> int:
@@ -134,16 +139,20 @@ def stage_timing(test_cases) -> dict:
 
 
 class Recorder(Progress):
-    """One line per epoch and message (a log, not a bar)."""
+    """One line per epoch and message (a log, not a bar); asks the run to stop after the first epoch that ends
+    past ``stop_after_s`` (it resumes from that epoch's checkpoint when the command is run again)."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, stop_after_s: float = None):
         super().__init__(bar=False)
-        self.label, self.start = label, time.perf_counter()
+        self.label, self.start, self.stop_after_s = label, time.perf_counter(), stop_after_s
 
     def emit(self, event, **fields):
         if event in ("epoch", "round", "message"):
             text = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
             print(f"[{self.label} {time.perf_counter() - self.start:7.0f}s] {event} {text}", flush=True)
+        if event == "epoch" and self.stop_after_s and time.perf_counter() - self.start > self.stop_after_s \
+                and fields.get("epoch") != fields.get("epochs"):
+            self.cancel()
 
 
 def write_surface_points(cases, n: int, folder: Path) -> dict:
@@ -158,57 +167,104 @@ def write_surface_points(cases, n: int, folder: Path) -> dict:
     return paths
 
 
+def score_thresholds(model_path: Path, cases, gammas=GAMMAS) -> dict:
+    """IoU and Dice of a model's fully automatic segmentations of ``cases`` at each foreground threshold.
+
+    One prediction per case; each threshold's label map is cleaned as the model file says. Returns
+    ``{"model_gamma", "by_gamma": {gamma: {"iou", "dice"}}, "cases": [{"case", "iou": {gamma: .}, ...}]}``.
+    """
+    model = load_model(model_path)
+    settings = model.postprocess
+    # no threshold: the most probable of two classes, i.e. foreground from 0.5 (a tie aside)
+    model_gamma = 0.5 if settings.foreground_threshold is None else settings.foreground_threshold
+    gammas = sorted(set(gammas) | {model_gamma})
+    rows = []
+    for case in cases:
+        image, reference = load_case(case)
+        foreground = segment_image(model, image, postprocess=False).probabilities[1]
+        row = {"case": case.name, "iou": {}, "dice": {}}
+        for gamma in gammas:
+            labels = clean_label_map((foreground >= gamma).astype(np.uint8), image, settings, None,
+                                     model.class_names)
+            row["iou"][f"{gamma:g}"] = iou(labels == 1, reference.array)
+            row["dice"][f"{gamma:g}"] = dice(labels == 1, reference.array)
+        rows.append(row)
+    by_gamma = {f"{g:g}": {key: {"mean": float(np.mean([r[key][f"{g:g}"] for r in rows])),
+                                 "std": float(np.std([r[key][f"{g:g}"] for r in rows]))} for key in ("iou", "dice")}
+                for g in gammas}
+    return {"model_gamma": model_gamma, "by_gamma": by_gamma, "cases": rows}
+
+
 def train_and_score(recipe: str, train_cases, test_cases, output: Path, points=None, pseudolabel=None,
-                    epochs=None) -> dict:
-    """Train one job, then IoU and Dice of its (fully automatic) test segmentations."""
-    def entry(case, with_points):
+                    epochs=None, progress: Progress = None) -> dict:
+    """Train one job (resumed from its checkpoint if its folder holds an unfinished run), then IoU and Dice of
+    its fully automatic segmentations of ``test_cases`` at the model's threshold and at :data:`GAMMAS`."""
+    def entry(case):
         row = {"name": case.name, "image": str(case.image), "label": str(case.label)}
-        return dict(row, points=points[case.name]) if with_points else row
+        return dict(row, points=points[case.name]) if points is not None else row
 
     data = json.loads(json.dumps(JOB))
     if epochs:
         data["training"]["epochs"] = epochs
     data.update(recipe=recipe, output=str(output), pseudolabel=pseudolabel or {},
-                cases=[entry(c, points is not None) for c in train_cases],
-                validation=[entry(c, False) for c in test_cases])
+                cases=[entry(c) for c in train_cases])
+    state = output / "state" / "state.json"
     started = time.perf_counter()
-    train(JobConfig.from_dict(data), Recorder(output.name))
+    train(JobConfig.from_dict(data), progress or Recorder(output.name), resume=state.exists())
     seconds = time.perf_counter() - started
     rounds = json.loads((output / "rounds.json").read_text())
-    rows = []
-    for case in test_cases:
-        _, reference = load_case(case)
-        _, segments = read_segmentation(output / "validation" / f"{case.name}.seg.nrrd")
-        rows.append({"case": case.name, "iou": iou(segments[0].mask, reference.array),
-                     "dice": dice(segments[0].mask, reference.array)})
+    epoch_seconds = [e["seconds"] for r in rounds for e in r["epoch_log"]]  # kept across resumed stages
+    scores = score_thresholds(output / "model.pt", test_cases)
+    at_model = scores["by_gamma"][f"{scores['model_gamma']:g}"]
     return {"recipe": recipe, "pseudolabel": pseudolabel or {}, "seconds": seconds,
-            "epochs": data["training"]["epochs"],
+            "train_seconds": float(sum(epoch_seconds)), "epochs": data["training"]["epochs"],
             "pseudolabel_dice_train": rounds[-1]["pseudolabel_dice"], "train_dice": rounds[-1]["train_dice"],
-            "iou": {"mean": float(np.mean([r["iou"] for r in rows])), "std": float(np.std([r["iou"] for r in rows]))},
-            "dice": {"mean": float(np.mean([r["dice"] for r in rows])),
-                     "std": float(np.std([r["dice"] for r in rows]))},
-            "cases": rows}
+            "gamma": scores["model_gamma"], "iou": at_model["iou"], "dice": at_model["dice"],
+            "by_gamma": scores["by_gamma"], "cases": scores["cases"]}
 
 
-def stage_train(results, train_cases, test_cases, counts, runs: Path, write, full: bool, weights, epochs) -> None:
-    """Full supervision once, then per N the template-only U-Net (lambda 0) and Weak-Net; written as they end."""
+def stage_train(results, train_cases, test_cases, counts, runs: Path, write, full: bool, weights, epochs,
+                stop_after_s: float = None) -> None:
+    """Full supervision once, then per N the template-only U-Net (lambda 0) and Weak-Net; written as they end.
+
+    ``stop_after_s``: no epoch starts after that many seconds of this command (a training stops at its last
+    checkpoint, raising :class:`CancelledError`; the same command resumes it).
+    """
     training = results.setdefault("training", {})
+    started = time.perf_counter()
+
+    def progress(label):
+        left = None if stop_after_s is None else stop_after_s - (time.perf_counter() - started)
+        if left is not None and left <= 0:
+            raise CancelledError(f"the stage's {stop_after_s / 60:.0f} minutes are spent before {label}")
+        return Recorder(label, left)
+
     if full:
         training["full"] = train_and_score("fully_supervised", train_cases, test_cases, runs / "full",
-                                           epochs=epochs)
+                                           epochs=epochs, progress=progress("full"))
         write()
     for n in counts:
         points = write_surface_points(train_cases, n, runs / f"points_{n}")
         for weight in weights:
-            key = f"{n}:lambda={weight:g}"
-            training[key] = train_and_score("weak_net", train_cases, test_cases, runs / f"weak_net_{n}_{weight:g}",
-                                            points, {"reconstruction_weight": weight}, epochs)
+            key, name = f"{n}:lambda={weight:g}", f"weak_net_{n}_{weight:g}"
+            training[key] = train_and_score("weak_net", train_cases, test_cases, runs / name, points,
+                                            {"reconstruction_weight": weight}, epochs, progress(name))
             write()
 
 
 def write_results(results: dict, results_dir: Path, name: str) -> None:
+    """Write the .json, .md and .png; trainings another command wrote to the file meanwhile are kept."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    path = results_dir / f"{name}.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        results["training"] = {**saved.get("training", {}), **results.get("training", {})}
+        for stage, command in saved.get("commands", {}).items():
+            if stage == "train":
+                results["commands"]["train"] = list(dict.fromkeys(command + results["commands"].get("train", [])))
+            else:
+                results["commands"].setdefault(stage, command)
+    path.write_text(json.dumps(results, indent=1) + "\n")
     (results_dir / f"{name}.md").write_text(markdown(results, name))
     plot(results, results_dir / f"{name}.png")
 
@@ -221,17 +277,23 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "runs")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--name", default="surface_points", help="results name (default surface_points)")
-    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0],
-                        help="train stage: the reconstruction weights (lambda) per N (default 0 and 1)")
+    parser.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.1],
+                        help="train stage: the reconstruction weights (lambda) per N (default 0 and the recipe's 0.1)")
     parser.add_argument("--epochs", type=int, help=f"train stage: epochs (default {JOB['training']['epochs']})")
+    parser.add_argument("--stop-after-minutes", type=float, help="train stage: start no epoch after this many "
+                        "minutes (exit 3; the same command resumes from the last epoch's checkpoint)")
     parser.add_argument("--skip-full", action="store_true", help="train stage: no full-supervision run")
     parser.add_argument("--limit", type=int, help="a quick try: the first N training cases, scored on the next N "
                         "training cases; results go to the runs folder, not benchmarks/results")
+    parser.add_argument("--train-cases", type=int, help="train stage: only the first K training cases train "
+                        "(scored on the test split as always); results named <name>_train<K>")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md and .png from the saved .json")
     args = parser.parse_args(argv)
     if args.limit:  # a quick try is not a result
         args.name = f"{args.name}_limit{args.limit}"
         args.results = args.runs / args.name
+    elif args.train_cases:
+        args.name = f"{args.name}_train{args.train_cases}"
     path = args.results / f"{args.name}.json"
     results = json.loads(path.read_text()) if path.exists() else {"dataset": DATASET, "commands": {}}
     if args.render:
@@ -243,6 +305,8 @@ def main(argv=None) -> int:
     train_cases, test_cases = select_cases(cases, split["train"]), select_cases(cases, split["test"])
     if args.limit:
         train_cases, test_cases = train_cases[:args.limit], train_cases[args.limit:2 * args.limit]
+    elif args.train_cases:
+        train_cases = train_cases[:args.train_cases]
     results.update({"n_train": len(train_cases), "n_test": len(test_cases), "versions": versions(),
                     "cpu_threads": os.cpu_count()})
     command = benchmark_command("benchmarks/surface_points.py", argv)
@@ -263,9 +327,13 @@ def main(argv=None) -> int:
             results["commands"]["train"].append(command)
         results["job"] = dict(JOB, training=dict(JOB["training"], epochs=args.epochs or JOB["training"]["epochs"]))
         runs = args.runs / args.name
-        stage_train(results, train_cases, test_cases, args.points, runs,
-                    lambda: write_results(results, args.results, args.name), not args.skip_full, args.weights,
-                    args.epochs)
+        try:
+            stage_train(results, train_cases, test_cases, args.points, runs,
+                        lambda: write_results(results, args.results, args.name), not args.skip_full, args.weights,
+                        args.epochs, args.stop_after_minutes and 60 * args.stop_after_minutes)
+        except CancelledError as err:
+            print(f"stopped ({err}); run the same command again to resume", flush=True)
+            return 3
     if args.stage != "train":
         results["commands"][args.stage] = command
     write_results(results, args.results, args.name)
@@ -313,6 +381,16 @@ def markdown(results: dict, name: str) -> str:
                 f"{row['pseudolabel_dice_train']:.3f}"
             lines.append(f"| {n} | {method} | {_mean_std(row['iou'])} | {_mean_std(row['dice'])} | {ratio} | "
                          f"{template} | {row['epochs']} | {row['seconds'] / 60:.1f} min |")
+        scored = {key: row for key, row in training.items() if "by_gamma" in row}
+        if scored:
+            gammas = sorted({g for row in scored.values() for g in row["by_gamma"]}, key=float)
+            lines += ["", "IoU at each foreground threshold (gamma) from the same predictions (the model's own "
+                      "threshold is the table's above; full supervision: 0.5 = the more probable class):", "",
+                      "| Run | " + " | ".join(f"gamma {g}" for g in gammas) + " | Training time |",
+                      "|---|" + "---|" * (len(gammas) + 1)]
+            for key, row in scored.items():
+                cells = [f"{row['by_gamma'][g]['iou']['mean']:.3f}" if g in row["by_gamma"] else "–" for g in gammas]
+                lines.append(f"| {key} | " + " | ".join(cells) + f" | {row['train_seconds'] / 60:.1f} min |")
         lines += ["", "Budget (every training the same, reduced for the shared 2-core CPU): "
                       f"{job['training']['epochs']} epochs of {results['n_train'] // job['training']['batch_size']} "
                       "steps (batch "
@@ -347,17 +425,20 @@ def plot(results: dict, path: Path) -> None:
     except ImportError:
         return
     templates = results.get("templates")
-    if not templates:
+    training = results.get("training", {})
+    if not templates and not training:
         return
     figure = Figure(figsize=(6.5, 4.6), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    counts = [int(n) for n in templates["summary"]]
-    axes.plot(counts, [templates["summary"][str(n)]["template_iou"]["mean"] for n in counts], marker="o",
-              label="template alone")
-    axes.plot(counts, [templates["summary"][str(n)]["hull_iou"]["mean"] for n in counts], marker="s", ls=":",
-              color="grey", label="convex hull of the points")
-    training = results.get("training", {})
+    if templates:
+        counts = [int(n) for n in templates["summary"]]
+        axes.plot(counts, [templates["summary"][str(n)]["template_iou"]["mean"] for n in counts], marker="o",
+                  label="template alone")
+        axes.plot(counts, [templates["summary"][str(n)]["hull_iou"]["mean"] for n in counts], marker="s", ls=":",
+                  color="grey", label="convex hull of the points")
+    else:
+        counts = sorted({int(key.split(":")[0]) for key in training if key != "full"})
     for weight in sorted({key.split(":lambda=")[1] for key in training if key != "full"}, key=float):
         trained = sorted((int(key.split(":")[0]), row["iou"]["mean"]) for key, row in training.items()
                          if key != "full" and key.endswith(f":lambda={weight}"))

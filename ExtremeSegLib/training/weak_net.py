@@ -1,14 +1,20 @@
 """Weak-Net's training objective (paper 003): segmentation from a rough template, sharpened by reconstruction.
 
 The segmentation network ``f`` maps the image ``X`` to logits; a reconstruction network ``g`` maps the
-segmentation's foreground probabilities ``Y^ = softmax(f(X))[1:]`` back to an image ``X^ = g(Y^)``. The loss is
+segmentation ``Y^ = softmax(f(X))[1:]`` back to an image ``X^ = g(B(Y^))``. The loss is
 
-    L = CE(Y, Y^) + lambda * mean_v W_v (X_v - X^_v)^2
+    L = CE(Y, Y^) + lambda * mean_v W_v (X_v - X^_v)^2 / var(X)
 
 with ``Y`` the rasterised template (the pseudo-label) and ``W`` high (1) within ``boundary_mm`` of the
-template's boundary and low (``far_weight``) elsewhere. Since ``g`` sees only ``Y^``, reconstructing the image
-near the boundary needs ``Y^``'s boundary where the image's is: the template fixes the rough shape, the image
-fixes the boundary. ``lambda = 0`` trains on the template alone (the baseline). Only ``f`` is the model.
+template's boundary and low (``far_weight``) elsewhere. Since ``g`` sees only the segmentation, reconstructing
+the image near the boundary needs ``Y^``'s boundary where the image's is: the template fixes the rough shape, the
+image fixes the boundary. ``lambda = 0`` trains on the template alone (the baseline). Only ``f`` is the model.
+
+Two choices the paper leaves open, made so that ``g`` reads a segmentation and ``lambda`` means the same on any
+image: ``B`` thresholds ``Y^`` at 0.5 in the forward pass and passes its gradient through unchanged
+(:func:`binary_straight_through`; fed ``Y^`` itself, the instance-normalised ``g`` read the image out of faint
+probabilities and the segmentation emptied), and the squared error is divided by the image patch's variance (the
+paper's sums of squared raw intensities make its lambda = 1e-4 specific to its intensity scale).
 """
 
 from __future__ import annotations
@@ -35,14 +41,26 @@ def boundary_band(foreground: torch.Tensor, radius_voxels) -> torch.Tensor:
     return ((near_foreground > 0) & (near_background > 0)).squeeze(1)
 
 
+def binary_straight_through(probabilities: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """``probabilities >= threshold`` as 0/1 in the forward pass, the gradient of ``probabilities`` backwards.
+
+    What the reconstruction network reads: a segmentation, not the probabilities' fine values. Fed the
+    probabilities themselves, it learns to read the image out of them (with instance normalisation their scale
+    is normalised away, so values around 0.01 carry as much as 0 to 1), and the segmentation network is pushed to
+    write the image into faint probabilities below any threshold (measured: docs/benchmarks.md, issue 17).
+    """
+    hard = (probabilities >= threshold).to(probabilities.dtype)
+    return probabilities + (hard - probabilities).detach()
+
+
 class WeakNetObjective(Objective):
-    """``CE(template, segmentation) + lam * boundary-weighted MSE(image, reconstruction(segmentation))``.
+    """``CE(template, segmentation) + lam * boundary-weighted MSE(image, reconstruction(segmentation)) / var``.
 
     Args:
         reconstruction: a network from ``C - 1`` foreground-probability channels to the image's channels
             (trained with the segmentation network, checkpointed, not part of the model file).
-        lam: weight of the reconstruction term (0: the template-only baseline; the reconstruction network then
-            gets no gradient and is not evaluated).
+        lam: weight of the reconstruction term, nats of cross-entropy per unit of the image's variance (0: the
+            template-only baseline; the reconstruction network then gets no gradient and is not evaluated).
         spacing_mm: the model grid's voxel size (3,) in mm, to turn ``boundary_mm`` into voxels.
         boundary_mm: half-width of the band around the template's boundary where the reconstruction counts fully.
         far_weight: the reconstruction weight everywhere else.
@@ -82,12 +100,12 @@ class WeakNetObjective(Objective):
         loss = (cross_entropy * weight).sum() / weight.sum().clamp(min=1.0)
         if self.lam == 0:
             return loss, logits
-        segmentation = log_p.exp()[:, 1:]
         image = x[:, :self.image_channels].float()
-        rebuilt = self.reconstruction(segmentation).float()
+        rebuilt = self.reconstruction(binary_straight_through(log_p.exp()[:, 1:])).float()
         foreground = (template[:, 1:].sum(dim=1) > 0.5).float()
         radius = [r if n > 1 else 0 for r, n in zip(self.radius, foreground.shape[1:])]  # a slice-wise patch
         band = boundary_band(foreground, radius)
         w = torch.where(band, 1.0, self.far_weight).unsqueeze(1)
-        squared = (w * (rebuilt - image) ** 2).mean()
-        return loss + self.lam * squared, logits
+        squared = (w * (rebuilt - image) ** 2).flatten(1).mean(dim=1)
+        variance = image.flatten(1).var(dim=1).clamp(min=1e-6)  # lambda in units of the image's own variance
+        return loss + self.lam * (squared / variance).mean(), logits
