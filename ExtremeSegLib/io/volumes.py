@@ -107,6 +107,19 @@ def write_atomically(path, overwrite: bool, write) -> Path:
     return path
 
 
+def write_stream_atomically(path, overwrite: bool, write) -> Path:
+    """:func:`write_atomically` for a writer that takes an open binary file, ``write(stream)`` (``torch.save``).
+
+    The file is closed whether or not the write fails: a writer given a path may keep its file open inside the
+    exception it raises, and a failed write on a full disk then holds the removed temporary's space for as long
+    as the error is kept (in Slicer's Python console, until the next error).
+    """
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as stream:
+            write(stream)
+    return write_atomically(path, overwrite, to_file)
+
+
 def _nrrd_dtype(type_name: str) -> np.dtype:
     """The voxel type an NRRD ``type`` field names (only its size matters here)."""
     name = str(type_name).lower()

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..io.volumes import write_atomically, write_text_atomically
+from ..io.volumes import write_atomically, write_stream_atomically, write_text_atomically
 from .model_file import load_model, read_description
 from .postprocess import PostprocessConfig
 
@@ -286,7 +286,7 @@ def export_bundle(model_path, out, license_text: str = NOT_STATED, data_descript
                           json.dumps(metadata(description, license_text, data_description), indent=2), False)
     write_text_atomically(out / "configs" / "inference.json", json.dumps(inference_config(description), indent=2),
                           False)
-    write_atomically(out / "models" / "model.pt", False, lambda tmp: torch.save(weights, tmp))
+    write_stream_atomically(out / "models" / "model.pt", False, lambda stream: torch.save(weights, stream))
     write_text_atomically(out / "scripts" / "__init__.py", "", False)
     source = Path(__file__).with_name("bundle_transforms.py")
     write_atomically(out / "scripts" / f"{SCRIPTS_MODULE}.py", False, lambda tmp: shutil.copyfile(source, tmp))

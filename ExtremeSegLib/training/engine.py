@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io.volumes import write_atomically
+from ..io.volumes import write_stream_atomically
 from ..progress import Progress
 from . import distributed
 from .data import Augmentation, make_batch, pad_to
@@ -110,7 +110,7 @@ def select_device(name: str = "auto") -> torch.device:
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically (a crash mid-write leaves the previous checkpoint intact)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, True, lambda tmp: torch.save(state, tmp))
+    write_stream_atomically(path, True, lambda stream: torch.save(state, stream))
 
 
 def load_checkpoint(path: Path) -> dict:

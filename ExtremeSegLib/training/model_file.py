@@ -26,7 +26,7 @@ import torch
 
 from ..errors import InputError
 from ..io.outputs import note_input
-from ..io.volumes import write_atomically
+from ..io.volumes import write_stream_atomically
 from .data import InputSpec
 from .networks import build_network
 from .postprocess import PostprocessConfig
@@ -72,7 +72,7 @@ def save_model(path, network: torch.nn.Module, description: dict, overwrite: boo
             "weights_sha256": weights_digest(weights)}
     full["description_sha256"] = description_digest(full)
     content = {"description": json.dumps(full, sort_keys=True), "weights": weights}
-    return write_atomically(path, overwrite, lambda tmp: torch.save(content, tmp))
+    return write_stream_atomically(path, overwrite, lambda stream: torch.save(content, stream))
 
 
 def _read(path) -> tuple:
