@@ -238,7 +238,8 @@ THICKNESS_PERCENTILE = 95.0
 
 def grid_axes(spacing_mm, slice_axis: Optional[int] = None, anisotropy_ratio: float = 2.0) -> list:
     """The finely sampled ("in-plane") axes: spacing under ``anisotropy_ratio`` x the finest, never
-    ``slice_axis`` (a slice-wise network sees each slice apart). The same condition as the network's pooling."""
+    ``slice_axis`` (a slice-wise network sees each slice apart). The network's pooling condition
+    (:func:`~.networks.plan_network`) and the planner's grid both ask this."""
     spacing = np.asarray(spacing_mm, dtype=float)
     axes = [a for a in range(3) if a != slice_axis]
     finest = spacing[axes].min()

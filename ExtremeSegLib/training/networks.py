@@ -18,6 +18,7 @@ import torch.nn as nn
 from monai.networks.nets import DynUNet
 
 from ..errors import InputError
+from .data import grid_axes
 
 #: DynUNet needs at least this many resolution levels (input block, one down block, bottleneck).
 MIN_LEVELS = 3
@@ -38,10 +39,10 @@ def plan_network(spacing_mm, patch_size, min_feature_size: int = MIN_FEATURE_SIZ
     spacing = np.asarray(spacing_mm, dtype=float)
     size = np.asarray(patch_size, dtype=float)
     across = int(np.argmax(spacing)) if slice_wise else None
-    in_plane = [a for a in range(3) if a != across]
 
     def usable(sp):  # axes fine enough (relative to the finest in-plane axis) to convolve and pool along
-        return [a != across and s < anisotropy_ratio * sp[in_plane].min() for a, s in enumerate(sp)]
+        axes = grid_axes(sp, across, anisotropy_ratio)
+        return [a in axes for a in range(3)]
 
     kernels, strides = [[3 if u else 1 for u in usable(spacing)]], [[1, 1, 1]]
     while len(strides) < max_levels:
