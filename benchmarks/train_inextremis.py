@@ -11,6 +11,11 @@ paper's ablation in its order, then the reference:
 - ``deep_crf``: + the CRF regularised loss (the full method);
 - ``full``: full supervision, the same network, inputs (whole image, no clicks) and epochs.
 
+``--curve-cases N`` keeps the per-epoch validation (the training curve) to the first N test cases; the other test
+cases are segmented once after training from the saved model file, without clicks, as ``extremeseg predict``
+would (ACDC's whole-image validation of 40 volumes cost about 450 s an epoch on one thread). Every test case is
+scored either way.
+
 Each variant's scores are written to the results file as soon as it finishes; a rerun skips the variants already
 there with the same settings (``--fresh`` starts over). ``--timing`` measures a training step's parts on real
 patches (geodesics, CRF loss; 2 CPU threads) and the bilateral grid's error against the exact CRF energy on test
@@ -45,8 +50,9 @@ from train_extreme_points import DATASETS, Recorder, score_run, simulate_points 
 
 from ExtremeSegLib.evaluation import discover_cases, load_split, select_cases  # noqa: E402
 from ExtremeSegLib.evaluation.report import benchmark_command, cpu_model, versions  # noqa: E402
-from ExtremeSegLib.recipes import JobConfig, train  # noqa: E402
+from ExtremeSegLib.recipes import JobConfig, predict, train  # noqa: E402
 from ExtremeSegLib.recipes.inextremis import InExtremISSettings  # noqa: E402
+from ExtremeSegLib.training.model_file import read_description  # noqa: E402
 
 VARIANTS = {
     "gradient": ("inextremis", {"geodesics": "gradient", "crf_weight": 0.0}, "Geodesics on the image gradient"),
@@ -332,6 +338,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="a quick try: train on the first N training cases and score on the "
                         "next N training cases (the test cases stay untouched)")
     parser.add_argument("--noise-mm", type=float, default=1.0, help="click noise (mm, default 1)")
+    parser.add_argument("--curve-cases", type=int, help="score only the first N test cases after each epoch (the "
+                        "curve); the rest once after training, from the model file (default: all in the curve)")
     parser.add_argument("--timing", action="store_true", help="also measure step timing and the CRF grid's error")
     parser.add_argument("--crf-memory", action="store_true", help="only measure the CRF loss's memory per patch "
                         "size (added to the results file)")
@@ -347,6 +355,8 @@ def main(argv=None) -> int:
     parser.add_argument("--name", help="results name (default inextremis_<dataset>)")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the saved .json")
     args = parser.parse_args(argv)
+    if args.curve_cases is not None and args.curve_cases < 0:
+        parser.error(f"--curve-cases must be >= 0, got {args.curve_cases}")
     name = (args.name or f"inextremis_{args.dataset}") + (f"_limit{args.limit}" if args.limit else "")
     results_dir = args.results  # --limit too: a validation subset of the training split, where settings are chosen
     results_path = results_dir / f"{name}.json"
@@ -429,13 +439,24 @@ def main(argv=None) -> int:
         output = runs / variant
         if output.exists():
             shutil.rmtree(output)  # an unfinished run of an earlier invocation: benchmarks/runs is scratch space
+        curve = test_cases if args.curve_cases is None else test_cases[: args.curve_cases]
         started = time.perf_counter()
-        outputs = train(job_config(spec, variant, train_cases, test_cases, points, output), Recorder(variant))
+        outputs = train(job_config(spec, variant, train_cases, curve, points, output), Recorder(variant))
         seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        (output / "validation").mkdir(exist_ok=True)
+        for case in test_cases[len(curve):]:  # the model file alone, no clicks: what a user's prediction gets
+            predict(outputs["model"], case.image, output / "validation" / f"{case.name}.seg.nrrd", device="cpu",
+                    overwrite=True)
+        predict_seconds = time.perf_counter() - started
+        model = read_description(outputs["model"])
         scores = score_run(output, test_cases, spec, runs / f"{variant}_report", f"{args.dataset}: {variant}")
         rounds = json.loads(Path(outputs["rounds"]).read_text())
         results["variants"][variant] = {"title": VARIANTS[variant][2], "seconds": seconds,
                                         "epochs": spec["training"]["epochs"], "rounds": rounds,
+                                        "curve_cases": len(curve), "predict_seconds": predict_seconds,
+                                        "spacing_mm": model["inputs"]["spacing_mm"],
+                                        "levels": len(model["network"]["strides"]), "patch": model["patch_size"],
                                         "summary": scores["summary"][spec["object"]]}
         save()
     save()
@@ -461,6 +482,19 @@ def markdown(results: dict) -> str:
             lines.append(f"| {v['title']} (`{key}`) | {d['mean']:.3f} ± {d['std']:.3f} | "
                          f"{v['summary']['hd95']['mean']:.2f} | {v['summary']['precision']['mean']:.3f} | "
                          f"{v['summary']['recall']['mean']:.3f} | {v['epochs']} | {v['seconds'] / 60:.1f} min |")
+    rows = [(key, variants[key]) for key in VARIANTS if key in variants and "curve_cases" in variants[key]]
+    if rows:
+        lines += ["", "Model grid as planned by each job; the curve is the validation Dice after each evaluated "
+                      "epoch on the first test cases only; the other test cases were segmented after training from "
+                      "the model file (no clicks).", "",
+                  "| Variant | Model grid mm | Levels | Patch | Curve cases | Curve (per epoch) | Prediction of the "
+                  "rest |", "|---|---|---|---|---|---|---|"]
+        for key, v in rows:
+            curve = [e.get("validation_dice") for r in v["rounds"] for e in r.get("epoch_log") or []]
+            shown = " / ".join(f"{d:.3f}" for d in curve if d is not None) or "-"
+            lines.append(f"| `{key}` | {' x '.join(f'{x:.3f}' for x in v['spacing_mm'])} | {v['levels']} | "
+                         f"{' x '.join(map(str, v['patch']))} | {v['curve_cases']} | {shown} | "
+                         f"{v['predict_seconds']:.0f} s |")
     if "deep_crf" in variants and "full" in variants:
         ratio = variants["deep_crf"]["summary"]["dice"]["mean"] / variants["full"]["summary"]["dice"]["mean"]
         lines += ["", f"Full method / full supervision Dice: **{ratio:.3f}** (target >= 0.93; paper 001: 81.9 / 87.3 "
