@@ -225,7 +225,8 @@ def train_and_score(recipe: str, train_cases, test_cases, output: Path, points=N
 
 def stage_train(results, train_cases, test_cases, counts, runs: Path, write, full: bool, weights, epochs,
                 stop_after_s: float = None) -> None:
-    """Full supervision once, then per N the template-only U-Net (lambda 0) and Weak-Net; written as they end.
+    """Full supervision once, then per N the template-only U-Net (lambda 0) and Weak-Net; each written as it
+    ends by ``write(key)``, ``key`` its entry in ``results["training"]``.
 
     ``stop_after_s``: no epoch starts after that many seconds of this command (a training stops at its last
     checkpoint, raising :class:`CancelledError`; the same command resumes it).
@@ -242,28 +243,40 @@ def stage_train(results, train_cases, test_cases, counts, runs: Path, write, ful
     if full:
         training["full"] = train_and_score("fully_supervised", train_cases, test_cases, runs / "full",
                                            epochs=epochs, progress=progress("full"))
-        write()
+        write("full")
     for n in counts:
         points = write_surface_points(train_cases, n, runs / f"points_{n}")
         for weight in weights:
             key, name = f"{n}:lambda={weight:g}", f"weak_net_{n}_{weight:g}"
             training[key] = train_and_score("weak_net", train_cases, test_cases, runs / name, points,
                                             {"reconstruction_weight": weight}, epochs, progress(name))
-            write()
+            write(key)
 
 
-def write_results(results: dict, results_dir: Path, name: str) -> None:
-    """Write the .json, .md and .png; trainings another command wrote to the file meanwhile are kept."""
+def write_results(results: dict, results_dir: Path, name: str, stage: str = None, trained=()) -> None:
+    """Write the .json, .md and .png, merged with the file as it is now on disk.
+
+    Several commands may write the same file (one per stage, or train commands side by side), each holding the
+    copy it read when it started. So what the file holds now wins, except what this command produced: its
+    ``stage`` (``"templates"`` or ``"timing"``) and its trainings (``trained``: keys of ``results["training"]``).
+    ``results["training"]`` is merged in place: :func:`stage_train` keeps adding to that same dict.
+    """
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        results["training"] = {**saved.get("training", {}), **results.get("training", {})}
-        for stage, command in saved.get("commands", {}).items():
-            if stage == "train":
+        training = results.setdefault("training", {})
+        merged = {**saved.get("training", {}), **{key: training[key] for key in trained}}
+        training.clear()
+        training.update(merged)
+        for key in ("templates", "timing"):
+            if key != stage and key in saved:
+                results[key] = saved[key]
+        for key, command in saved.get("commands", {}).items():
+            if key == "train":
                 results["commands"]["train"] = list(dict.fromkeys(command + results["commands"].get("train", [])))
-            else:
-                results["commands"].setdefault(stage, command)
+            elif key != stage:
+                results["commands"][key] = command
     path.write_text(json.dumps(results, indent=1) + "\n")
     (results_dir / f"{name}.md").write_text(markdown(results, name))
     plot(results, results_dir / f"{name}.png")
@@ -297,7 +310,7 @@ def main(argv=None) -> int:
     path = args.results / f"{args.name}.json"
     results = json.loads(path.read_text()) if path.exists() else {"dataset": DATASET, "commands": {}}
     if args.render:
-        write_results(results, args.results, args.name)
+        write_results(results, args.results, args.name)  # the file as saved: nothing of this command's
         return 0
 
     cases = discover_cases(args.data / DATASET)
@@ -315,6 +328,7 @@ def main(argv=None) -> int:
                                   ".venv/bin/python")
     if args.stage == "templates":  # light enough to run beside other jobs
         command = command.replace("flock /tmp/extremeseg-cpu.lock ", "")
+    trained = []  # the trainings this command ran, by key
     if args.stage == "templates":
         started = time.perf_counter()
         results["templates"] = stage_templates(test_cases, sorted(args.points))
@@ -327,16 +341,20 @@ def main(argv=None) -> int:
             results["commands"]["train"].append(command)
         results["job"] = dict(JOB, training=dict(JOB["training"], epochs=args.epochs or JOB["training"]["epochs"]))
         runs = args.runs / args.name
+
+        def write(key):
+            trained.append(key)
+            write_results(results, args.results, args.name, "train", trained)
+
         try:
-            stage_train(results, train_cases, test_cases, args.points, runs,
-                        lambda: write_results(results, args.results, args.name), not args.skip_full, args.weights,
+            stage_train(results, train_cases, test_cases, args.points, runs, write, not args.skip_full, args.weights,
                         args.epochs, args.stop_after_minutes and 60 * args.stop_after_minutes)
         except CancelledError as err:
             print(f"stopped ({err}); run the same command again to resume", flush=True)
             return 3
     if args.stage != "train":
         results["commands"][args.stage] = command
-    write_results(results, args.results, args.name)
+    write_results(results, args.results, args.name, args.stage, trained)
     print((args.results / f"{args.name}.md").read_text())
     return 0
 
