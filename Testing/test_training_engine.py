@@ -230,3 +230,37 @@ def test_a_compiled_run_trains_like_an_eager_one(tmp_path):
     np.testing.assert_allclose(result.losses, reference.losses, rtol=1e-3)
     saved = load_checkpoint(tmp_path / "compiled.pt")
     assert set(saved["model"]) == set(eager.state_dict())  # the plain network's weights, not the wrapper's
+
+
+def test_sgd_optimizer_is_nesterov_at_its_default_rate_and_lowers_the_loss(tmp_path):
+    network, multiple = tiny_network()
+    result = train(network, multiple, tmp_path / "sgd.pt", epochs=10, optimizer="sgd")
+    saved = load_checkpoint(tmp_path / "sgd.pt")
+    group = saved["optimizer"]["param_groups"][0]
+    assert saved["optimizer_name"] == "sgd"
+    assert group["nesterov"] and group["momentum"] == 0.99 and group["initial_lr"] == pytest.approx(1e-2)
+    assert "momentum_buffer" in next(iter(saved["optimizer"]["state"].values()))  # SGD's state, not AdamW's
+    assert result.losses[-1] < 0.7 * result.losses[0]
+    assert TrainingSettings().lr == pytest.approx(2e-3)
+    assert TrainingSettings(optimizer="sgd", learning_rate=0.1).lr == 0.1  # a rate the job sets wins
+    with pytest.raises(InputError, match="unknown training.optimizer 'adam'; choose one of"):
+        TrainingSettings(optimizer="adam")
+
+
+def test_resuming_with_another_optimizer_restarts_the_round_and_says_so(tmp_path):
+    interrupted, multiple = tiny_network()
+    cancel_file = tmp_path / "CANCEL"
+    with pytest.raises(CancelledError):
+        train(interrupted, multiple, tmp_path / "ck.pt", CancelAfter(cancel_file, epoch=2))
+    assert load_checkpoint(tmp_path / "ck.pt")["optimizer_name"] == "adamw"
+    cancel_file.unlink()
+
+    restarted, _ = tiny_network()  # the round's starting weights
+    stream = io.StringIO()
+    result = train(restarted, multiple, tmp_path / "ck.pt", Progress(jsonl=True, stream=stream), optimizer="sgd")
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert any("trained with adamw, this run uses sgd" in e.get("text", "") for e in events)
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3, 4]
+    fresh = train(tiny_network()[0], multiple, tmp_path / "fresh.pt", optimizer="sgd")
+    assert result.losses == fresh.losses  # a clean restart is a fresh SGD run
+    assert load_checkpoint(tmp_path / "ck.pt")["optimizer_name"] == "sgd"

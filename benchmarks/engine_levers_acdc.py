@@ -11,6 +11,9 @@ about 10 times per run, so each run gives a Dice-against-training-minutes curve.
 - ``coarse``: a model grid of 2.5 mm in-plane (the images: about 1.4-1.6 mm), predictions resampled back to the
   image grid; 3x the steps, since a step costs about a third;
 - ``planned``: no spacing given: the planner's rule (``docs/training.md``) picks the model grid; 3x the steps.
+- ``planned_dice_ce``: ``planned`` with soft Dice + cross-entropy;
+- ``planned_sgd``: ``planned`` with SGD (Nesterov momentum 0.99, nnU-Net's optimizer) at its default learning rate
+  (1e-2, polynomial decay) instead of AdamW 2e-3.
 
 ``plan`` prints the grid the planner picks (no training) for ACDC (slice-wise, the runs here) and the
 hippocampus (3D, the settings of ``train_extreme_points.py``; its two labels as one class, and as two), with the
@@ -69,6 +72,9 @@ VARIANTS = {
     "dice_ce": ("Dice + CE loss", EPOCHS, {"training": {"loss": "dice_ce"}}),
     "coarse": ("model grid 2.5 mm in-plane, 3x the steps", 3 * EPOCHS, {"inputs": {"spacing_mm": [2.5, 2.5, 10.0]}}),
     "planned": ("model grid from the planner's rule, 3x the steps", 3 * EPOCHS, {}),
+    "planned_dice_ce": ("planned grid, Dice + CE loss", 3 * EPOCHS, {"training": {"loss": "dice_ce"}}),
+    "planned_sgd": ("planned grid, SGD Nesterov 0.99 at 1e-2", 3 * EPOCHS,
+                    {"training": {"optimizer": "sgd", "learning_rate": None}}),  # None: the optimizer's default
 }
 #: the test-split run: the planned grid, 64 x 40 steps (about 50-55 min at 1.2-1.3 s / step, 1 thread)
 TEST_EPOCHS = 64

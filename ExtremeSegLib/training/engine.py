@@ -37,6 +37,10 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("auto", "on", "off")
 #: ``compile="auto"``: runs with at least this many training steps go through torch.compile
 COMPILE_MIN_STEPS = 500
+#: optimizer name -> its default learning rate (``training.learning_rate`` unset). SGD: Nesterov momentum 0.99, the
+#: choice of nnU-Net and of the InExtremIS authors; AdamW at 2e-3, the engine's choice before the option existed
+OPTIMIZERS = {"adamw": 2e-3, "sgd": 1e-2}
+SGD_MOMENTUM = 0.99
 #: a job's device for one training process per GPU (``extremeseg train`` launches them; each uses its own GPU)
 ALL_GPUS = "cuda:all"
 
@@ -47,7 +51,9 @@ class TrainingSettings:
 
     ``steps_per_epoch=None`` means one pass over the cases (``ceil(cases / batch_size)`` steps).
     ``patch_size=None`` means the median model-grid shape of the cases, capped at ``max_patch_voxels``.
-    The learning rate decays polynomially (power 0.9) over each run; ``amp`` applies on CUDA only.
+    ``optimizer``: ``"adamw"`` or ``"sgd"`` (Nesterov momentum :data:`SGD_MOMENTUM`); ``learning_rate=None`` means
+    that optimizer's default (:data:`OPTIMIZERS`: 2e-3 for AdamW, 1e-2 for SGD). The learning rate decays
+    polynomially (power 0.9) over each run; ``amp`` applies on CUDA only.
     ``compile``: ``"auto"`` trains through ``torch.compile`` when the run has at least
     :data:`COMPILE_MIN_STEPS` steps (its compilation, about a minute on 2 CPU cores, is then a small part of the
     run; measured in ``benchmarks/results/training_levers_unlocked.md``), ``"on"`` always, ``"off"`` never; where it
@@ -59,7 +65,8 @@ class TrainingSettings:
     batch_size: int = 2
     patch_size: Optional[Tuple[int, int, int]] = None
     max_patch_voxels: int = 64 * 64 * 64
-    learning_rate: float = 2e-3
+    optimizer: str = "adamw"
+    learning_rate: Optional[float] = None
     weight_decay: float = 1e-5
     loss: str = "dice"
     foreground_fraction: float = 0.5
@@ -71,12 +78,14 @@ class TrainingSettings:
 
     def __post_init__(self):
         build_loss(self.loss)  # unknown names fail here, with the list of known ones
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"unknown training.optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
         checks = [
             (self.epochs >= 1, "training.epochs must be at least 1"),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "training.steps_per_epoch must be >= 1"),
             (self.batch_size >= 1, "training.batch_size must be at least 1"),
             (self.max_patch_voxels >= 8 ** 3, "training.max_patch_voxels must be at least 512"),
-            (self.learning_rate > 0, "training.learning_rate must be positive"),
+            (self.learning_rate is None or self.learning_rate > 0, "training.learning_rate must be positive"),
             (self.weight_decay >= 0, "training.weight_decay must be >= 0"),
             (self.seed >= 0, "training.seed must be >= 0"),
             (0.0 <= self.foreground_fraction <= 1.0, "training.foreground_fraction must lie in [0, 1]"),
@@ -89,6 +98,18 @@ class TrainingSettings:
             if len(self.patch_size) != 3 or min(self.patch_size) < 1:
                 raise InputError(f"training.patch_size must be 3 positive integers, got {list(self.patch_size)}")
             object.__setattr__(self, "patch_size", tuple(int(n) for n in self.patch_size))
+
+    @property
+    def lr(self) -> float:
+        """The starting learning rate: ``learning_rate``, else the optimizer's default."""
+        return OPTIMIZERS[self.optimizer] if self.learning_rate is None else self.learning_rate
+
+    def make_optimizer(self, parameters) -> torch.optim.Optimizer:
+        """The optimizer these settings name, over ``parameters``."""
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(parameters, lr=self.lr, momentum=SGD_MOMENTUM, nesterov=True,
+                                   weight_decay=self.weight_decay)
+        return torch.optim.AdamW(parameters, lr=self.lr, weight_decay=self.weight_decay)
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -264,13 +285,19 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
     parameters = list(network.parameters()) + list(objective.parameters())
     use_amp = bool(settings.amp and device.type == "cuda")
     steps = settings.steps_per_epoch or max(1, math.ceil(len(volumes) / settings.batch_size))
-    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
+    optimizer = settings.make_optimizer(parameters)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=settings.epochs * steps, power=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
 
     state = load_checkpoint(checkpoint) if Path(checkpoint).exists() else None
-    if state is not None and state["round"] == round_index and state["epochs"] == settings.epochs:
+    same_round = state is not None and state["round"] == round_index and state["epochs"] == settings.epochs
+    # a checkpoint from before the option was trained with AdamW; another optimizer's state does not load
+    if same_round and state.get("optimizer_name", "adamw") != settings.optimizer:
+        progress.message(f"the checkpoint of round {round_index} was trained with "
+                         f"{state.get('optimizer_name', 'adamw')}, this run uses {settings.optimizer}: "
+                         f"round {round_index} starts again from epoch 0")
+        same_round = False
+    if same_round:
         network.load_state_dict(state["model"])
         if state.get("objective"):
             objective.load_state_dict(state["objective"])
@@ -306,7 +333,7 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
         save_checkpoint(checkpoint, {
             "round": round_index, "epoch": epoch, "epochs": settings.epochs,
             "model": network.state_dict(), "objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "optimizer_name": settings.optimizer, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "numpy_rng": _rng_state(rng), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
             "patch_size": list(patch), "batch_size": batch, "losses": losses, "epoch_log": log,
