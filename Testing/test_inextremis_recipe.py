@@ -128,3 +128,27 @@ def test_bad_clicks_are_refused_before_training(tmp_path, points, message):
     with pytest.raises(InputError, match=message):
         train(config_from(tmp_path, data))
     assert not (tmp_path / "run" / "state" / "checkpoint.pt").exists()
+
+
+def test_grid_is_planned_from_an_object_sized_label_of_the_clicks(tmp_path):
+    # the round-0 labels trust only the 6 clicks as foreground; planned from them the grid would stay at the image's
+    # 1 mm (a "structure" one voxel across). Planned from the extreme-point maker's label of the same clicks it is
+    # as coarse as the extreme_points recipe's own on the same cases (its round 0 is that label).
+    cases = []
+    for n in range(3):
+        image, label = make_ellipsoid(shape=(64, 60, 12), radii_mm=(24.0 - n, 20.0, 9.0), spacing=(1.0, 1.0, 2.0),
+                                      noise=0.2, seed=n)
+        write_volume(image, tmp_path / f"big{n}_image.nii.gz")
+        write_volume(label, tmp_path / f"big{n}_label.nii.gz")
+        write_points(tmp_path / f"big{n}.mrk.json", simulate_extreme_points(label, noise_mm=0.5, seed=n))
+        cases.append({"image": f"big{n}_image.nii.gz", "points": f"big{n}.mrk.json", "label": f"big{n}_label.nii.gz"})
+    planned = {}
+    for recipe in ("inextremis", "extreme_points"):
+        data = {"recipe": recipe, "output": str(tmp_path / recipe), "cases": cases,
+                "classes": [{"name": "object", "label_values": [1]}], "network": {"filters": [8, 16, 32]},
+                "training": {"epochs": 1, "steps_per_epoch": 1}, "rounds": {"max_rounds": 1}, "device": "cpu"}
+        train(config_from(tmp_path, data))
+        planned[recipe] = json.loads((tmp_path / recipe / "state" / "state.json").read_text())["spacing_mm"]
+    inextremis, extreme_points = np.asarray(planned["inextremis"]), np.asarray(planned["extreme_points"])
+    assert inextremis[0] > 1.0 and inextremis[2] == 2.0  # coarser in-plane than the image; slices kept
+    assert np.all(inextremis >= extreme_points - 1e-9), planned

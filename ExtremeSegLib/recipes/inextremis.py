@@ -37,8 +37,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..pseudolabel.deep_geodesics import GEODESIC_COSTS, click_codes
+from ..pseudolabel.extreme_points import extreme_points_pseudolabel
 from ..pseudolabel.label import PseudoLabel
-from ..training import crf_loss
+from ..training import crf_loss, distributed
 from ..training.geodesic_objective import GeodesicObjective
 from .config import from_plain
 from .recipe import Recipe
@@ -109,6 +110,15 @@ class InExtremISRecipe(Recipe):
         foreground = (tight | clicks).astype(np.float32)
         weight = (~relaxed | clicks).astype(np.float32)
         return PseudoLabel(np.stack([1.0 - foreground, foreground]), weight, grid)
+
+    def planning_labels(self, job, cases, labels, progress) -> list:
+        """The extreme-point maker's pseudo-label of each case's clicks (its defaults: the ``extreme_points``
+        recipe's round 0). The round-0 labels trust only the clicks as foreground, which the planner reads as a
+        structure a few mm across (ACDC LV: 2.9 mm, a 1.445 mm grid where full supervision planned 2.427 mm), so
+        the grid would be finer than the object needs and the runs not comparable at equal budget."""
+        return distributed.map_cases(
+            lambda case: extreme_points_pseudolabel(case.frame.grid, case.points, device=job.device.type), cases,
+            progress, "object-sized labels for planning the grid")
 
     def training_target(self, job, case, label) -> np.ndarray:
         grid = case.frame.grid

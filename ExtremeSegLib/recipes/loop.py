@@ -252,8 +252,9 @@ def run_job(config: JobConfig, recipe: Recipe, progress: Progress = None, resume
         first = distributed.map_cases(lambda case: recipe.initial_label(job, case), cases, progress, "pseudo-labels")
         distributed.on_main(partial(save_labels, labels_path, first))
     if planned:  # the model grid, once per run from the round-0 labels (a resumed run keeps it)
-        labels = load_labels(labels_path, cases)
-        spacing, thickness = plan_spacing(job.inputs.spacing_mm, labels, config.network, job.device)
+        shown = recipe.planning_labels(job, cases, load_labels(labels_path, cases), progress)
+        spacing, thickness = distributed.on_main(
+            lambda: plan_spacing(job.inputs.spacing_mm, shown, config.network, job.device))
         if np.isfinite(thickness):
             progress.message(f"thinnest labelled structure {thickness:.1f} mm across: model grid "
                              f"{[round(x, 3) for x in spacing]} mm")

@@ -156,6 +156,14 @@ class Recipe:
         """The first pseudo-label of a case, on its model grid (``case.frame.grid``)."""
         raise NotImplementedError
 
+    def planning_labels(self, job: "RunningJob", cases: list, labels: list, progress: Progress) -> Optional[list]:
+        """The labels the model grid is planned from (``recipes/loop.py:plan_spacing``), one per case on the median
+        grid; only rank 0's are used under torchrun (others may return ``None``). Default: the round-0 ``labels``.
+        A recipe whose trusted round-0 foreground is not object-shaped gives an object-sized estimate instead
+        (planning only: training still uses ``labels``), since the planner reads trusted voxels as the
+        structure's thickness."""
+        return labels
+
     def loss(self, job: "RunningJob") -> torch.nn.Module:
         return build_loss(job.config.training.loss)
 
