@@ -4,13 +4,16 @@ Quality: every hippocampus case (label > 0) and every ACDC volume (RV = 1, Myo =
 with its own 6 simulated clicks) through ``ExtremeSegLib.evaluation.run_benchmark`` with the maker's adapter
 (``ExtremeSegLib.evaluation.methods:extreme_points_random_walker``), clicks exact and with 2 mm Gaussian noise.
 Speed: the whole maker end to end (6 clicks in, pseudo-label out) on synthetic volumes whose maker region is
-200 x 150 x 90 voxels (1 mm) and on a left-atrium-like crop of 183 x 140 x 88 voxels (0.625 mm); and the random
-walker's solvers alone on a 200 x 150 x 90 region (a noisy ellipsoid, seeds as the maker builds them: three
-dilated axis segments inside, the region's border outside), against a converged reference.
+200 x 150 x 90 voxels (1 mm) and on a left-atrium-like crop of 183 x 140 x 88 voxels (0.625 mm), the median of
+``--repeats`` calls after a first one, and with ``--profile`` the time of its parts (walker, paths,
+post-processing) in a cProfile of one call on 1 torch thread; and the random walker's solvers alone on a
+200 x 150 x 90 region (a noisy ellipsoid, seeds as the maker builds them: three dilated axis segments inside, the
+region's border outside), against a converged reference (``--skip-solvers`` leaves them out).
 
-Run it under the shared CPU lock (2 cores shared by several jobs; timings without it mean nothing):
+Run it holding the CPU slots it times with (2 cores shared by several jobs; timings without them mean nothing):
 
     flock /tmp/extremeseg-cpu.lock .venv/bin/python benchmarks/pseudolabel_extreme.py
+    /tmp/cpurun 2 .venv/bin/python benchmarks/pseudolabel_extreme.py --skip-quality --skip-solvers --repeats 5 --profile
 
 Writes benchmarks/results/pseudolabel_extreme.md and .json; the runner's per-case reports, predictions and
 overlays go to --work (outside the repository).
@@ -19,8 +22,10 @@ overlays go to --work (outside the repository).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -33,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from ExtremeSegLib.annotations import ExtremePoints  # noqa: E402
 from ExtremeSegLib.evaluation import MethodOptions, discover_cases, run_benchmark  # noqa: E402
 from ExtremeSegLib.evaluation.methods import extreme_points_random_walker  # noqa: E402
-from ExtremeSegLib.evaluation.report import benchmark_command  # noqa: E402
+from ExtremeSegLib.evaluation.report import benchmark_command, cpu_model  # noqa: E402
 from ExtremeSegLib.pseudolabel.extreme_points import extreme_points_pseudolabel  # noqa: E402
 from ExtremeSegLib.pseudolabel.random_walker import random_walker  # noqa: E402
 from ExtremeSegLib.simulate import simulate_extreme_points  # noqa: E402
@@ -65,6 +70,17 @@ SPEED_SHAPE = (200, 150, 90)
 MAKER_CASES = {
     "region 200 x 150 x 90, 1 mm": ((206, 156, 96), 1.0, (97.5 / 206, 72.5 / 156, 42.5 / 96)),
     "left-atrium-like crop 183 x 140 x 88, 0.625 mm": ((183, 140, 88), 0.625, (0.35, 0.35, 0.35)),
+}
+#: the maker's parts in a profile: name -> (file name ending, function); indented names are inside the one above
+PROFILE_PARTS = {
+    "random walker": ("pseudolabel/random_walker.py", "random_walker"),
+    "  coarse start": ("pseudolabel/random_walker.py", "_coarse_start"),
+    "  band solve": ("pseudolabel/random_walker.py", "_solve_torch_band"),
+    "geodesic paths": ("pseudolabel/geodesic.py", "extreme_point_paths"),
+    "  Dijkstra searches": ("pseudolabel/geodesic.py", "_dijkstra"),
+    "post-processing": ("pseudolabel/extreme_points.py", "postprocess"),
+    "  closing": ("ExtremeSegLib/masks.py", "close_mm"),
+    "  hole filling": ("ExtremeSegLib/masks.py", "fill_enclosed_holes"),
 }
 
 
@@ -134,8 +150,11 @@ def maker_case(shape, spacing_mm, semi_axes, seed: int = 0):
     return image, inside, ExtremePoints.from_points(clicks, image)
 
 
-def maker_speed(log, repeats: int = 3) -> list:
-    """The whole maker, defaults, on MAKER_CASES: the first call (imports, e.g. torch) and the best of the rest."""
+def maker_speed(log, repeats: int = 5, profile: bool = False) -> list:
+    """The whole maker, defaults, on MAKER_CASES: the first call (imports, e.g. torch), the median of ``repeats``
+    calls after it and, with ``profile``, the seconds of its parts (:func:`maker_profile`)."""
+    import torch
+
     rows = []
     for name, (shape, spacing_mm, semi_axes) in MAKER_CASES.items():
         image, inside, points = maker_case(shape, spacing_mm, semi_axes)
@@ -147,13 +166,46 @@ def maker_speed(log, repeats: int = 3) -> list:
             times.append(time.perf_counter() - start)
         warm = times[1:] if not rows else times
         row = {"case": name, "image_shape": list(shape), "spacing_mm": spacing_mm,
-               "box_shape": [int(v) for v in hi - lo], "seconds_best": min(warm), "seconds_all": times,
-               "first_call_seconds": times[0] if not rows else None,
+               "box_shape": [int(v) for v in hi - lo], "repeats": len(warm), "torch_threads": torch.get_num_threads(),
+               "cpu": cpu_model(),
+               "seconds_median": float(np.median(warm)), "seconds_best": min(warm), "seconds_worst": max(warm),
+               "seconds_all": times, "first_call_seconds": times[0] if not rows else None,
                "dice_vs_truth": _dice(label.probabilities[1] > 0.5, inside)}
+        if profile:
+            row["profile_one_thread"] = maker_profile(image, points)
         rows.append(row)
-        log(f"maker, {name}: {row['seconds_best']:.2f} s (all {', '.join(f'{t:.2f}' for t in times)}), "
-            f"Dice vs truth {row['dice_vs_truth']:.4f}")
+        log(f"maker, {name}: median {row['seconds_median']:.2f} s of {len(warm)} "
+            f"(all {', '.join(f'{t:.2f}' for t in times)}), Dice vs truth {row['dice_vs_truth']:.4f}")
+        for part, seconds in row.get("profile_one_thread", {}).items():
+            log(f"  profile, 1 thread: {part:20s} {seconds:.2f} s")
     return rows
+
+
+def maker_profile(image: Volume, points: ExtremePoints) -> dict:
+    """Seconds of one maker call and of its PROFILE_PARTS (cumulative, cProfile, 1 torch thread).
+
+    cProfile's own overhead makes the total somewhat longer than an unprofiled call; "rest" is the total less the
+    three top-level parts (region set-up, gradient, seeds, intensity models, the label's assembly).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    profiler = cProfile.Profile()
+    try:
+        start = time.perf_counter()
+        profiler.runcall(extreme_points_pseudolabel, image, points)
+        total = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    stats = pstats.Stats(profiler).stats  # (file, line, function) -> (calls, primitive calls, own, cumulative, ...)
+    parts = {"total": total}
+    for part, (file_end, function) in PROFILE_PARTS.items():
+        parts[part] = sum(entry[3] for (file, _, name), entry in stats.items()
+                          if name == function and file.endswith(file_end))
+    parts["rest"] = total - sum(seconds for part, seconds in parts.items()
+                                if part not in ("total",) and not part.startswith(" "))
+    return parts
 
 
 def _dice(a, b):
@@ -210,12 +262,17 @@ def write_results(quality_rows, speed_rows, maker_rows, command, options):
         row["command"] = command
     run_now = {row["dataset"] for row in quality_rows}
     quality_rows += [row for row in old.get("quality", []) if row["dataset"] not in run_now]
+    old_commands = old.get("commands", {})
     speed_command = command
     if not speed_rows:
-        speed_rows, speed_command = old.get("speed", []), old.get("commands", {}).get("speed")
+        speed_rows, speed_command = old.get("speed", []), old_commands.get("speed")
+    maker_command = command
+    if not maker_rows:
         maker_rows = old.get("maker_speed", [])
+        maker_command = old_commands.get("maker_speed", old_commands.get("speed"))
     quality_commands = sorted({row["command"] for row in quality_rows if row["command"]})
-    data = {"commands": {"quality": quality_commands, "speed": speed_command}, "options": options,
+    data = {"commands": {"quality": quality_commands, "speed": speed_command, "maker_speed": maker_command},
+            "options": options,
             "quality": quality_rows, "speed": speed_rows, "maker_speed": maker_rows, "speed_region": list(SPEED_SHAPE),
             "cpu_threads": os.cpu_count(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     (RESULTS / "pseudolabel_extreme.json").write_text(json.dumps(data, indent=1))
@@ -230,8 +287,9 @@ def write_results(quality_rows, speed_rows, maker_rows, command, options):
         else:
             maker_text += [f"{dataset} {structure} `{o}`" for structure, o in per_structure.items()]
     lines = ["# Extreme points -> pseudo-labels", "",
-             "Run under the shared CPU lock (2 cores shared with other jobs).", "",
-             *[f"- quality: `{c}`" for c in quality_commands], f"- speed: `{speed_command}`", "",
+             "Timings run holding the CPU slots they time with (2 cores shared with other jobs).", "",
+             *[f"- quality: `{c}`" for c in quality_commands], f"- whole maker: `{maker_command}`",
+             f"- solvers: `{speed_command}`", "",
              "Clicks simulated from the ground truth (`simulate_extreme_points`, seeded per case); each structure is "
              "its own object with its own 6 clicks. Maker options (defaults otherwise): "
              + "; ".join(maker_text) + ".", ""]
@@ -253,16 +311,33 @@ def write_results(quality_rows, speed_rows, maker_rows, command, options):
     if maker_rows:
         lines += ["## The whole maker, end to end (defaults)", "",
                   "6 clicks (simulated from a noisy bright ellipsoid with an intensity ramp) in, pseudo-label out: "
-                  "`extreme_points_pseudolabel` with its defaults, wall clock, best of 3 after a first call that "
-                  "also imports torch (its time in brackets), 2 torch threads, under the lock, in the same run as "
-                  "the solver table below (whose `auto` row calibrates how busy the cores were).", "",
-                  "| case | image | clicks' box | seconds (first call) | Dice vs truth |", "|---|---|---|---|---|"]
+                  "`extreme_points_pseudolabel` with its defaults, wall clock, median of the calls after a first "
+                  "one that also imports torch, on the torch threads the run was given (column threads). "
+                  f"Processor: {maker_rows[0].get('cpu', 'not recorded')}.", "",
+                  "| case | image | clicks' box | threads | calls | median s (best - worst) | first call s | "
+                  "Dice vs truth |", "|---|---|---|---|---|---|---|---|"]
         for r in maker_rows:
-            first = f" ({r['first_call_seconds']:.2f})" if r.get("first_call_seconds") else ""
+            first = f"{r['first_call_seconds']:.2f}" if r.get("first_call_seconds") else "-"
+            median = r.get("seconds_median")  # runs before the median was kept: best of 3 only
+            timing = (f"{median:.2f} ({r['seconds_best']:.2f} - {r['seconds_worst']:.2f})" if median is not None
+                      else f"best {r['seconds_best']:.2f}")
             lines.append(f"| {r['case']} | {' x '.join(map(str, r['image_shape']))} | "
-                         f"{' x '.join(map(str, r['box_shape']))} | {r['seconds_best']:.2f}{first} | "
+                         f"{' x '.join(map(str, r['box_shape']))} | {r.get('torch_threads', 2)} | "
+                         f"{r.get('repeats', 3)} | {timing} | {first} | "
                          f"{r['dice_vs_truth']:.4f} |")
         lines.append("")
+        profiled = [r for r in maker_rows if r.get("profile_one_thread")]
+        if profiled:
+            parts = list(profiled[0]["profile_one_thread"])
+            lines += ["Profile of one call, cProfile, 1 torch thread (cumulative seconds; indented parts are inside "
+                      "the part above; rest = total less the three top-level parts):", "",
+                      "| part | " + " | ".join(r["case"] for r in profiled) + " |",
+                      "|---|" + "---|" * len(profiled)]
+            for part in parts:
+                name = "&nbsp;&nbsp;" + part.strip() if part.startswith(" ") else part
+                lines.append(f"| {name} | " + " | ".join(f"{r['profile_one_thread'][part]:.2f}" for r in profiled)
+                             + " |")
+            lines.append("")
     if speed_rows:
         lines += [f"## Random-walker solvers on a {' x '.join(map(str, SPEED_SHAPE))} region", "",
                   "A noisy bright ellipsoid, seeds as the maker builds them (three dilated axis segments inside, the "
@@ -292,7 +367,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", action="append", choices=sorted(DATASETS),
                         help="measure only these datasets (default: all); the others keep their previous rows")
     parser.add_argument("--skip-quality", action="store_true")
-    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="neither the whole maker nor the solvers")
+    parser.add_argument("--skip-solvers", action="store_true", help="the whole maker's speed only")
+    parser.add_argument("--repeats", type=int, default=5, help="timed maker calls per case (median reported)")
+    parser.add_argument("--profile", action="store_true", help="profile one maker call per case on 1 thread")
     args = parser.parse_args(argv)
     options = {}
     for item in args.option or []:
@@ -305,8 +383,10 @@ def main(argv=None) -> int:
 
     quality_rows = [] if args.skip_quality else quality(args.data, args.work, args.noise or [0.0, 2.0], args.limit,
                                                         options, args.dataset or list(DATASETS), log)
-    maker_rows = [] if args.skip_speed else maker_speed(log)
-    speed_rows = [] if args.skip_speed else speed(log)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    maker_rows = [] if args.skip_speed else maker_speed(log, args.repeats, args.profile)
+    speed_rows = [] if args.skip_speed or args.skip_solvers else speed(log)
     write_results(quality_rows, speed_rows, maker_rows, command, options)
     log(f"wrote {RESULTS / 'pseudolabel_extreme.md'}")
     return 0
