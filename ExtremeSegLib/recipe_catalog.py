@@ -42,9 +42,9 @@ CATALOG = (
     RecipeEntry("weak_net", "Surface points (deformed template, Weak-Net)", "surface points", False,
                 "points on each object's surface; a template deformed to them supervises a segmentation U-Net, a "
                 "reconstruction U-Net sharpens its boundaries; fully automatic model."),
-    RecipeEntry("fully_supervised", "Full labels (the reference for weak recipes)", "labels", True,
-                "dense expert labels; the same network, inputs and budget as the weak recipes (by default the click "
-                "heatmap input of extreme points, so its model needs the clicks unless the job drops that input)."),
+    RecipeEntry("fully_supervised", "Full labels (the reference for weak recipes)", "labels", False,
+                "dense expert labels; the same network and budget as the weak recipes; by default the whole image "
+                "in and a fully automatic model (a job that adds the click inputs gets a model that needs them)."),
 )
 
 

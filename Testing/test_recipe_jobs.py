@@ -12,7 +12,7 @@ from conftest import make_ellipsoid
 
 from ExtremeSegLib.cli import main
 from ExtremeSegLib.errors import CancelledError, InputError
-from ExtremeSegLib.io import read_segmentation, write_points, write_volume
+from ExtremeSegLib.io import read_labelmap, read_segmentation, write_points, write_volume
 from ExtremeSegLib.masks import erode_mm
 from ExtremeSegLib.metrics import dice
 from ExtremeSegLib.progress import Progress
@@ -113,6 +113,30 @@ def test_fully_supervised_trains_one_round_on_the_dense_labels(job):
     assert history[0]["pseudolabel_dice"] > 0.97  # the dense labels, through the model grid and back
     assert history[0]["validation_dice"] > 0.5
     assert read_description(outputs["model"])["recipe"] == "fully_supervised"
+
+
+def test_a_minimal_fully_supervised_job_plans_itself_and_needs_no_points(tmp_path):
+    """Only recipe, classes, cases (image + label) and the output: the whole image in, no click channel, a fully
+    automatic model, every other setting planned from the data."""
+    rng = np.random.default_rng(0)
+    cases = [{k: v for k, v in write_case(tmp_path, n, rng).items() if k in ("image", "label")} for n in range(3)]
+    for n in range(3):
+        (tmp_path / f"case{n}.mrk.json").unlink()  # no points file anywhere
+    data = {"recipe": "fully_supervised", "output": "run", "cases": cases,
+            "classes": [{"name": "object", "label_values": [3]}]}
+    (tmp_path / "job.json").write_text(json.dumps(data))
+    config = JobConfig.from_json(tmp_path / "job.json")
+    assert config.inputs.cues == () and not config.inputs.crop_to_points and not config.postprocess.clip_to_points
+    outputs = train(config)
+    history = json.loads(open(outputs["rounds"]).read())
+    assert len(history) == 1 and history[0]["pseudolabel_dice"] > 0.97
+    assert history[0]["train_dice"] > 0.8  # it learned the object from the whole image
+    description = read_description(outputs["model"])
+    assert description["clicks_at_inference"] is False and description["inputs"]["cues"] == []
+    written = predict(outputs["model"], tmp_path / "case0_image.nii.gz", tmp_path / "case0.seg.nrrd", device="cpu")
+    _, segments = read_segmentation(written["segmentation"])
+    truth = read_labelmap(tmp_path / "case0_label.nii.gz").array == 3
+    assert dice(segments[0].mask, truth) > 0.8
 
 
 def test_without_validation_cases_the_curve_shows_the_training_batches_dice(job, tmp_path):

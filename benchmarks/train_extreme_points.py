@@ -54,7 +54,7 @@ from ExtremeSegLib.simulate import simulate_extreme_points  # noqa: E402
 DATASETS = {
     "hippocampus": {
         "folder": "hippocampus", "object": "hippocampus", "label_values": [1, 2], "modality": "mri",
-        "inputs": {"pad_mm": 20.0, "cues": ["heatmap"]},
+        "inputs": {"pad_mm": 20.0, "cues": ["heatmap"], "crop_to_points": True},  # full supervision's too
         "network": {"filters": [16, 32, 64, 128]},
         "training": {"epochs": 12, "batch_size": 2, "learning_rate": 0.002},
         "rounds": {"max_rounds": 3, "erosion_mm": 2.0},
@@ -62,7 +62,7 @@ DATASETS = {
     },
     "acdc": {
         "folder": "acdc", "object": "LV", "label_values": [3], "modality": "mri",
-        "inputs": {"pad_mm": 20.0, "cues": ["heatmap"]},
+        "inputs": {"pad_mm": 20.0, "cues": ["heatmap"], "crop_to_points": True},
         "network": {"filters": [16, 32, 64, 128, 256]},
         "training": {"epochs": 12, "batch_size": 2, "learning_rate": 0.002},
         "rounds": {"max_rounds": 3, "erosion_mm": 4.0},
@@ -110,7 +110,8 @@ def job_config(spec, recipe, cases, test, points, output, epochs=None) -> JobCon
         "cases": [entry(c) for c in cases], "validation": [entry(c) for c in test],
         "inputs": spec["inputs"], "network": spec["network"], "training": training, "rounds": spec["rounds"],
         "pseudolabel": spec["pseudolabel"] if recipe == "extreme_points" else {},
-        "postprocess": spec.get("postprocess", {}), "device": "auto",
+        # both jobs clip to the clicks' box (the extreme-points recipe's default, not full supervision's)
+        "postprocess": {"clip_to_points": True, **spec.get("postprocess", {})}, "device": "auto",
     })
 
 

@@ -1,7 +1,10 @@
 """Full supervision: the same network, inputs and budget as a weak recipe, trained on the dense labels.
 
-This is the reference every weak result is reported against. With the default inputs (crop around the
-extreme points, heatmap channel) it needs the points too, so that both models see the same input.
+This is the reference every weak result is reported against. Its defaults (:attr:`FullySupervisedRecipe.defaults`,
+under the job's own keys) are those of the fully automatic recipes: the whole image in, no click channels, no
+clipping to clicks, so that a job naming only the recipe, the classes and the cases (image + label) needs no points
+file. A reference for the click-based ``extreme_points`` recipe sets that recipe's inputs
+(``"inputs": {"cues": ["heatmap"], "crop_to_points": true}``, points per case) so that both models see the same input.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ class FullySupervisedRecipe(Recipe):
 
     name = "fully_supervised"
     refines = False
+    defaults = {"inputs": {"cues": [], "crop_to_points": False}, "postprocess": {"clip_to_points": False}}
 
     def needs(self, config) -> tuple:
         return super().needs(config) + ("label",)
