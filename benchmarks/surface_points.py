@@ -363,6 +363,12 @@ def _mean_std(stats: dict) -> str:
     return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
 
 
+def _training_order(item) -> tuple:
+    """Full supervision first, then by points per case and lambda (commands write in the order they end)."""
+    key = item[0]
+    return (-1, 0.0) if key == "full" else (int(key.split(":")[0]), float(key.split(":lambda=")[1]))
+
+
 def markdown(results: dict, name: str) -> str:
     lines = [f"# Surface points on the {results['dataset']}: template, Weak-Net, full supervision", ""]
     for stage, command in results.get("commands", {}).items():
@@ -387,7 +393,7 @@ def markdown(results: dict, name: str) -> str:
                   "| Points per case | Method | Test IoU | Test Dice | IoU / full | Template Dice (train) | Epochs | "
                   "Wall time |", "|---|---|---|---|---|---|---|---|"]
         full = training.get("full")
-        for key, row in training.items():
+        for key, row in sorted(training.items(), key=_training_order):
             if key == "full":
                 n, method = "– (dense labels)", "Full supervision"
             else:
@@ -406,7 +412,7 @@ def markdown(results: dict, name: str) -> str:
                       "threshold is the table's above; full supervision: 0.5 = the more probable class):", "",
                       "| Run | " + " | ".join(f"gamma {g}" for g in gammas) + " | Training time |",
                       "|---|" + "---|" * (len(gammas) + 1)]
-            for key, row in scored.items():
+            for key, row in sorted(scored.items(), key=_training_order):
                 cells = [f"{row['by_gamma'][g]['iou']['mean']:.3f}" if g in row["by_gamma"] else "–" for g in gammas]
                 lines.append(f"| {key} | " + " | ".join(cells) + f" | {row['train_seconds'] / 60:.1f} min |")
         lines += ["", "Budget (every training the same, reduced for the shared 2-core CPU): "
@@ -467,7 +473,9 @@ def plot(results: dict, path: Path) -> None:
     axes.set_xticks(counts)
     axes.set_xlabel("surface points per case (N)")
     axes.set_ylabel("test IoU")
-    axes.set_title("hippocampus: IoU against points per case", fontsize=11)
+    budget = (f" ({results['n_train']} training cases, {results['job']['training']['epochs']} epochs)"
+              if training else "")
+    axes.set_title(f"{results['dataset']}: IoU against points per case{budget}", fontsize=11)
     axes.grid(alpha=0.3)
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=8)
     figure.tight_layout()
