@@ -292,10 +292,10 @@ def fit(network: torch.nn.Module, volumes, settings: TrainingSettings, *, spacin
     state = load_checkpoint(checkpoint) if Path(checkpoint).exists() else None
     same_round = state is not None and state["round"] == round_index and state["epochs"] == settings.epochs
     # a checkpoint from before the option was trained with AdamW; another optimizer's state does not load
-    if same_round and state.get("optimizer_name", "adamw") != settings.optimizer:
-        progress.message(f"the checkpoint of round {round_index} was trained with "
-                         f"{state.get('optimizer_name', 'adamw')}, this run uses {settings.optimizer}: "
-                         f"round {round_index} starts again from epoch 0")
+    trained_with = state.get("optimizer_name", "adamw") if state is not None else None
+    if same_round and trained_with != settings.optimizer:
+        progress.message(f"the checkpoint of round {round_index} was trained with {trained_with}, this run uses "
+                         f"{settings.optimizer}: round {round_index} starts again from epoch 0")
         same_round = False
     if same_round:
         network.load_state_dict(state["model"])
