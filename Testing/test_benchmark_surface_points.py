@@ -59,3 +59,19 @@ def test_other_commands_results_are_kept(tmp_path):
     assert saved["commands"]["templates"] == "templates new"
     assert saved["commands"]["train"] == ["train B", "train A"]
     assert mine["training"] is not None and set(mine["training"]) == {"full", "125:lambda=0"}
+
+
+def test_a_pinned_grid_is_its_own_row(tmp_path):
+    """A training with a pinned model grid is kept beside the planned-grid one of the same N and lambda, and the
+    table shows each row's grid."""
+    bench = _benchmark()
+    results = _results({"train": ["train A"]})
+    results["training"] = {"125:lambda=0.1": dict(_row(0.70), grid_mm=[1.1, 1.5, 1.1]),
+                           "125:lambda=0.1:grid=1.054x1.054x1.054": dict(_row(0.74), grid_mm=[1.054] * 3),
+                           "full": dict(_row(0.78), grid_mm=[1.054] * 3)}
+    bench.write_results(results, tmp_path, "sp", "train", list(results["training"]))
+    table = (tmp_path / "sp.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| 125 |")]
+    assert len(rows) == 2
+    assert "1.100 x 1.500 x 1.100 |" in rows[0] and "(pinned)" not in rows[0]
+    assert "1.054 x 1.054 x 1.054 (pinned)" in rows[1] and "| 0.949 |" in rows[1]  # 0.74 / 0.78

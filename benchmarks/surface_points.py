@@ -196,9 +196,13 @@ def score_thresholds(model_path: Path, cases, gammas=GAMMAS) -> dict:
 
 
 def train_and_score(recipe: str, train_cases, test_cases, output: Path, points=None, pseudolabel=None,
-                    epochs=None, progress: Progress = None) -> dict:
+                    epochs=None, progress: Progress = None, spacing_mm=None) -> dict:
     """Train one job (resumed from its checkpoint if its folder holds an unfinished run), then IoU and Dice of
-    its fully automatic segmentations of ``test_cases`` at the model's threshold and at :data:`GAMMAS`."""
+    its fully automatic segmentations of ``test_cases`` at the model's threshold and at :data:`GAMMAS`.
+
+    ``spacing_mm``: the model grid (mm, 3 floats), pinned so that variants compare on one grid; ``None`` lets
+    the job plan it from its own labels (a template-supervised job then plans from the rasterised templates).
+    """
     def entry(case):
         row = {"name": case.name, "image": str(case.image), "label": str(case.label)}
         return dict(row, points=points[case.name]) if points is not None else row
@@ -208,28 +212,34 @@ def train_and_score(recipe: str, train_cases, test_cases, output: Path, points=N
         data["training"]["epochs"] = epochs
     data.update(recipe=recipe, output=str(output), pseudolabel=pseudolabel or {},
                 cases=[entry(c) for c in train_cases])
+    if spacing_mm is not None:
+        data["inputs"] = dict(data["inputs"], spacing_mm=[float(s) for s in spacing_mm])
     state = output / "state" / "state.json"
     started = time.perf_counter()
     train(JobConfig.from_dict(data), progress or Recorder(output.name), resume=state.exists())
     seconds = time.perf_counter() - started
     rounds = json.loads((output / "rounds.json").read_text())
     epoch_seconds = [e["seconds"] for r in rounds for e in r["epoch_log"]]  # kept across resumed stages
+    grid_mm = json.loads(state.read_text())["spacing_mm"]  # as planned or pinned
     scores = score_thresholds(output / "model.pt", test_cases)
     at_model = scores["by_gamma"][f"{scores['model_gamma']:g}"]
     return {"recipe": recipe, "pseudolabel": pseudolabel or {}, "seconds": seconds,
             "train_seconds": float(sum(epoch_seconds)), "epochs": data["training"]["epochs"],
-            "pseudolabel_dice_train": rounds[-1]["pseudolabel_dice"], "train_dice": rounds[-1]["train_dice"],
+            "grid_mm": grid_mm, "pseudolabel_dice_train": rounds[-1]["pseudolabel_dice"],
+            "train_dice": rounds[-1]["train_dice"],
             "gamma": scores["model_gamma"], "iou": at_model["iou"], "dice": at_model["dice"],
             "by_gamma": scores["by_gamma"], "cases": scores["cases"]}
 
 
 def stage_train(results, train_cases, test_cases, counts, runs: Path, write, full: bool, weights, epochs,
-                stop_after_s: float = None) -> None:
+                stop_after_s: float = None, spacing_mm=None) -> None:
     """Full supervision once, then per N the template-only U-Net (lambda 0) and Weak-Net; each written as it
     ends by ``write(key)``, ``key`` its entry in ``results["training"]``.
 
     ``stop_after_s``: no epoch starts after that many seconds of this command (a training stops at its last
-    checkpoint, raising :class:`CancelledError`; the same command resumes it).
+    checkpoint, raising :class:`CancelledError`; the same command resumes it). ``spacing_mm``: the model grid
+    pinned for every training of the command (see :func:`train_and_score`); their keys and run folders then
+    name it (``125:lambda=0.1:grid=1.054``), so the planned-grid results stay beside them.
     """
     training = results.setdefault("training", {})
     started = time.perf_counter()
@@ -240,16 +250,19 @@ def stage_train(results, train_cases, test_cases, counts, runs: Path, write, ful
             raise CancelledError(f"the stage's {stop_after_s / 60:.0f} minutes are spent before {label}")
         return Recorder(label, left)
 
+    grid = "" if spacing_mm is None else ":grid=" + "x".join(f"{s:.4g}" for s in spacing_mm)
     if full:
-        training["full"] = train_and_score("fully_supervised", train_cases, test_cases, runs / "full",
-                                           epochs=epochs, progress=progress("full"))
-        write("full")
+        key = "full" + grid
+        training[key] = train_and_score("fully_supervised", train_cases, test_cases, runs / key.replace(":", "_"),
+                                        epochs=epochs, progress=progress("full"), spacing_mm=spacing_mm)
+        write(key)
     for n in counts:
         points = write_surface_points(train_cases, n, runs / f"points_{n}")
         for weight in weights:
-            key, name = f"{n}:lambda={weight:g}", f"weak_net_{n}_{weight:g}"
+            key = f"{n}:lambda={weight:g}" + grid
+            name = f"weak_net_{n}_{weight:g}" + grid.replace(":", "_")
             training[key] = train_and_score("weak_net", train_cases, test_cases, runs / name, points,
-                                            {"reconstruction_weight": weight}, epochs, progress(name))
+                                            {"reconstruction_weight": weight}, epochs, progress(name), spacing_mm)
             write(key)
 
 
@@ -296,6 +309,8 @@ def main(argv=None) -> int:
     parser.add_argument("--stop-after-minutes", type=float, help="train stage: start no epoch after this many "
                         "minutes (exit 3; the same command resumes from the last epoch's checkpoint)")
     parser.add_argument("--skip-full", action="store_true", help="train stage: no full-supervision run")
+    parser.add_argument("--spacing-mm", type=float, nargs=3, help="train stage: pin the model grid (mm) of every "
+                        "training, e.g. to the one full supervision planned (default: each job plans its own)")
     parser.add_argument("--limit", type=int, help="a quick try: the first N training cases, scored on the next N "
                         "training cases; results go to the runs folder, not benchmarks/results")
     parser.add_argument("--train-cases", type=int, help="train stage: only the first K training cases train "
@@ -348,7 +363,7 @@ def main(argv=None) -> int:
 
         try:
             stage_train(results, train_cases, test_cases, args.points, runs, write, not args.skip_full, args.weights,
-                        args.epochs, args.stop_after_minutes and 60 * args.stop_after_minutes)
+                        args.epochs, args.stop_after_minutes and 60 * args.stop_after_minutes, args.spacing_mm)
         except CancelledError as err:
             print(f"stopped ({err}); run the same command again to resume", flush=True)
             return 3
@@ -363,10 +378,20 @@ def _mean_std(stats: dict) -> str:
     return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
 
 
+def _parse_key(key: str) -> tuple:
+    """``(points per case or None for full supervision, lambda or None, pinned grid text or "")`` of a key
+    ``full``, ``125:lambda=0.1`` or either with ``:grid=AxBxC``."""
+    key, _, grid = key.partition(":grid=")
+    if key == "full":
+        return None, None, grid
+    n, weight = key.split(":lambda=")
+    return int(n), float(weight), grid
+
+
 def _training_order(item) -> tuple:
-    """Full supervision first, then by points per case and lambda (commands write in the order they end)."""
-    key = item[0]
-    return (-1, 0.0) if key == "full" else (int(key.split(":")[0]), float(key.split(":lambda=")[1]))
+    """Full supervision first, then by points per case, lambda and grid (commands write in the order they end)."""
+    n, weight, grid = _parse_key(item[0])
+    return (-1, 0.0, grid) if n is None else (n, weight, grid)
 
 
 def markdown(results: dict, name: str) -> str:
@@ -390,20 +415,22 @@ def markdown(results: dict, name: str) -> str:
     if training:
         job = results["job"]
         lines += ["## Trained networks (test cases, fully automatic: no points at inference)", "",
-                  "| Points per case | Method | Test IoU | Test Dice | IoU / full | Template Dice (train) | Epochs | "
-                  "Wall time |", "|---|---|---|---|---|---|---|---|"]
+                  "| Points per case | Method | Model grid mm | Test IoU | Test Dice | IoU / full | "
+                  "Template Dice (train) | Epochs | Wall time |", "|---|---|---|---|---|---|---|---|---|"]
         full = training.get("full")
         for key, row in sorted(training.items(), key=_training_order):
-            if key == "full":
+            n, weight, pinned = _parse_key(key)
+            if weight is None:
                 n, method = "– (dense labels)", "Full supervision"
             else:
-                n, weight = key.split(":lambda=")
-                method = ("Template-supervised U-Net (lambda = 0)" if float(weight) == 0
-                          else f"Weak-Net (lambda = {weight})")
+                method = ("Template-supervised U-Net (lambda = 0)" if weight == 0
+                          else f"Weak-Net (lambda = {weight:g})")
+            grid = "–" if not row.get("grid_mm") else " x ".join(f"{s:.3f}" for s in row["grid_mm"])
+            grid += " (pinned)" if pinned else ""
             ratio = f"{row['iou']['mean'] / full['iou']['mean']:.3f}" if full else "–"
-            template = "–" if row["pseudolabel_dice_train"] is None or key == "full" else \
+            template = "–" if row["pseudolabel_dice_train"] is None or weight is None else \
                 f"{row['pseudolabel_dice_train']:.3f}"
-            lines.append(f"| {n} | {method} | {_mean_std(row['iou'])} | {_mean_std(row['dice'])} | {ratio} | "
+            lines.append(f"| {n} | {method} | {grid} | {_mean_std(row['iou'])} | {_mean_std(row['dice'])} | {ratio} | "
                          f"{template} | {row['epochs']} | {row['seconds'] / 60:.1f} min |")
         scored = {key: row for key, row in training.items() if "by_gamma" in row}
         if scored:
@@ -461,13 +488,15 @@ def plot(results: dict, path: Path) -> None:
                   label="template alone")
         axes.plot(counts, [templates["summary"][str(n)]["hull_iou"]["mean"] for n in counts], marker="s", ls=":",
                   color="grey", label="convex hull of the points")
-    else:
-        counts = sorted({int(key.split(":")[0]) for key in training if key != "full"})
-    for weight in sorted({key.split(":lambda=")[1] for key in training if key != "full"}, key=float):
-        trained = sorted((int(key.split(":")[0]), row["iou"]["mean"]) for key, row in training.items()
-                         if key != "full" and key.endswith(f":lambda={weight}"))
-        label = "template-supervised U-Net (lambda 0)" if float(weight) == 0 else f"Weak-Net (lambda {weight})"
-        axes.plot(*zip(*trained), marker="^" if float(weight) == 0 else "D", label=label)
+    # the planned-grid sweep over N; rows with a pinned grid are in the table
+    sweep = {parsed[:2]: row for parsed, row in ((_parse_key(key), row) for key, row in training.items())
+             if parsed[1] is not None and not parsed[2]}
+    if not templates:
+        counts = sorted({n for n, _ in sweep})
+    for weight in sorted({w for _, w in sweep}):
+        trained = sorted((n, row["iou"]["mean"]) for (n, w), row in sweep.items() if w == weight)
+        label = "template-supervised U-Net (lambda 0)" if weight == 0 else f"Weak-Net (lambda {weight:g})"
+        axes.plot(*zip(*trained), marker="^" if weight == 0 else "D", label=label)
     if "full" in training:
         axes.axhline(training["full"]["iou"]["mean"], color="black", ls="--", label="full supervision")
     axes.set_xticks(counts)
