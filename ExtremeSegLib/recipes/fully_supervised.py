@@ -20,7 +20,6 @@ class FullySupervisedRecipe(Recipe):
 
     name = "fully_supervised"
     refines = False
-    defaults = {"inputs": {"cues": [], "crop_to_points": False}, "postprocess": {"clip_to_points": False}}
 
     def needs(self, config) -> tuple:
         return super().needs(config) + ("label",)

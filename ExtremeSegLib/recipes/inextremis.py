@@ -76,9 +76,7 @@ class InExtremISRecipe(Recipe):
 
     name = "inextremis"
     refines = False
-    defaults = {"inputs": {"cues": [], "crop_to_points": False},
-                "training": {"loss": "dice_ce_focal", "augmentation": {"rotate_probability": 0.0}},
-                "postprocess": {"clip_to_points": False}}
+    defaults = {"training": {"loss": "dice_ce_focal", "augmentation": {"rotate_probability": 0.0}}}
 
     @staticmethod
     def settings(config) -> InExtremISSettings:

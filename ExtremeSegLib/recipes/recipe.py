@@ -28,7 +28,7 @@ from ..training.data import CaseFrame, InputSpec, frame_case, network_inputs
 from ..training.inference import predict_probabilities
 from ..training.losses import build_loss
 from ..volume import Volume
-from .config import CaseConfig, JobConfig
+from .config import CaseConfig, JobConfig, with_defaults
 
 # -- cases ------------------------------------------------------------------------------------------------
 
@@ -101,6 +101,11 @@ def prepare_case(case: CaseConfig, name: str, read: tuple, spec: InputSpec) -> P
 
 # -- recipes ------------------------------------------------------------------------------------------------
 
+#: the inputs and clean-up of a model that needs no clicks (its catalog row's ``clicks_at_inference`` is false):
+#: the whole image in, no click channels, nothing clipped to a box; a recipe's own ``defaults`` win
+FULLY_AUTOMATIC_DEFAULTS = {"inputs": {"cues": [], "crop_to_points": False}, "postprocess": {"clip_to_points": False}}
+
+
 class Recipe:
     """What a method supplies to the shared loop. Subclasses set ``name`` and override what they change."""
 
@@ -111,7 +116,8 @@ class Recipe:
     annotation = ""
     #: whether :meth:`refine` relabels between rounds (else one training round)
     refines = False
-    #: config sections this recipe sets differently from the generic defaults (a job's own keys win)
+    #: config sections this recipe sets differently from the generic defaults (a job's own keys win); a recipe
+    #: whose catalog row says its model needs no clicks gets :data:`FULLY_AUTOMATIC_DEFAULTS` under its own
     defaults: dict = {}
     #: whether a case's ``points`` file holds the object's 6 extreme points (``PreparedCase.points``); a recipe
     #: with other points (surface points) sets it false and reads the file itself
@@ -124,6 +130,8 @@ class Recipe:
         except KeyError:
             return
         cls.title, cls.annotation = entry.title, entry.annotation
+        if not entry.clicks_at_inference:
+            cls.defaults = with_defaults(cls.__dict__.get("defaults", {}), FULLY_AUTOMATIC_DEFAULTS)
 
     def require_one_object(self, config: JobConfig, why: str) -> None:
         """:class:`InputError` unless the job has exactly one foreground class (``why``: what bounds one object)."""

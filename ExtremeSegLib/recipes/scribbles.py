@@ -105,8 +105,7 @@ class ScribblesRecipe(Recipe):
     name = "scribbles"
     refines = True
     # no clicks; the paper's partial cross-entropy; dropout in the innermost levels for MC-dropout uncertainty
-    defaults = {"inputs": {"cues": [], "crop_to_points": False},
-                "network": {"dropout": 0.5, "dropout_levels": 3}, "training": {"loss": "ce"}}
+    defaults = {"network": {"dropout": 0.5, "dropout_levels": 3}, "training": {"loss": "ce"}}
 
     def __init__(self):
         self._seeds = {}  # case name -> seed areas on the model grid (int16, -1 unknown)

@@ -62,10 +62,9 @@ class WeakNetRecipe(Recipe):
 
     name = "weak_net"
     refines = False
-    defaults = {"inputs": {"cues": [], "crop_to_points": False},
-                # gamma: 0.5, the more probable class, which a MONAI Bundle export reproduces; 0.4 scored 0.02 IoU
-                # higher on a short-budget validation subset (docs/benchmarks.md, issue 17), within the spread
-                "postprocess": {"clip_to_points": False, "foreground_threshold": 0.5}}
+    # gamma 0.5, the more probable class, which a MONAI Bundle export reproduces; 0.4 scored 0.02 IoU higher on a
+    # short-budget validation subset (docs/benchmarks.md, issue 17), within the spread
+    defaults = {"postprocess": {"foreground_threshold": 0.5}}
     #: the points files hold surface points, read by this recipe (not 6 extreme points)
     extreme_points = False
 
