@@ -220,12 +220,13 @@ def train_and_score(recipe: str, train_cases, test_cases, output: Path, points=N
     seconds = time.perf_counter() - started
     rounds = json.loads((output / "rounds.json").read_text())
     epoch_seconds = [e["seconds"] for r in rounds for e in r["epoch_log"]]  # kept across resumed stages
-    grid_mm = json.loads(state.read_text())["spacing_mm"]  # as planned or pinned
+    model = load_model(output / "model.pt")
+    grid_mm, patch = list(model.inputs.spacing_mm), list(model.patch_size)  # as planned or pinned
     scores = score_thresholds(output / "model.pt", test_cases)
     at_model = scores["by_gamma"][f"{scores['model_gamma']:g}"]
     return {"recipe": recipe, "pseudolabel": pseudolabel or {}, "seconds": seconds,
             "train_seconds": float(sum(epoch_seconds)), "epochs": data["training"]["epochs"],
-            "grid_mm": grid_mm, "pseudolabel_dice_train": rounds[-1]["pseudolabel_dice"],
+            "grid_mm": grid_mm, "patch": patch, "pseudolabel_dice_train": rounds[-1]["pseudolabel_dice"],
             "train_dice": rounds[-1]["train_dice"],
             "gamma": scores["model_gamma"], "iou": at_model["iou"], "dice": at_model["dice"],
             "by_gamma": scores["by_gamma"], "cases": scores["cases"]}
