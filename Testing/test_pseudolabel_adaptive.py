@@ -54,13 +54,19 @@ def test_convex_slices_only_for_solid_objects_on_thick_slices():
     assert not wants_convex(0.95, (0.8, 0.8, 0.8))  # no slices to be convex in
 
 
-def test_background_reach_is_the_farthest_first_foreground_voxel():
+def test_background_reach_is_the_object_not_the_tip_of_a_leak():
+    # a tube of radius 3 mm round the path (about 560 voxels) and a one-voxel leak out to 12 mm (5 voxels, < 1 %)
     shape, spacing = (30, 21, 13), (1.0, 0.5, 2.0)
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1) * np.asarray(spacing)
     path = _line(20, 10, 6)
     tube = np.hypot(grid[..., 1] - 5.0, grid[..., 2] - 12.0) <= 3.0
     tube[:2] = tube[22:] = False
     assert background_reach_mm(tube, [path], spacing) == pytest.approx(3.0, abs=0.3)
+    leaky = tube.copy()
+    leaky[10, 10, 8:] = True
+    assert leaky[10, 10].sum() - tube[10, 10].sum() == 5
+    assert background_reach_mm(leaky, [path], spacing) == pytest.approx(3.0, abs=0.3)
+    assert background_reach_mm(leaky, [path], spacing, quantile=1.0) == pytest.approx(12.0)  # the leak's tip
     assert background_reach_mm(np.zeros(shape, bool), [path], spacing) == np.inf
 
 

@@ -105,7 +105,8 @@ def write(table, command: str, every: int, note: str = "") -> None:
              "no option, the settings the maker chooses from the data (`ExtremeSegLib/pseudolabel/adaptive.py`): "
              "on near-isotropic volumes a clear object (contrast along its paths >= 1.5 region standard "
              "deviations) gets beta 600 and seed paths of 10 % of its smallest click distance, a faint one beta "
-             "300, 4 % (at least 1 mm) and background seeds just beyond where a first walk puts it; stacks of "
+             "300, 4 % (at least 1 mm) and background seeds just beyond where a first walk puts it (the distance "
+             "from the paths within which 99 % of its voxels lie); stacks of "
              "thick slices always get the clear settings, and the convex-slices prior where the first label fills "
              "90 % of its slices' hulls. Clear: share of cases that got the clear settings; contrast: the measure. "
              f"Mean Dice over cases (click noise per row); the target is defaults >= tuned - {TOLERANCE}.", "",

@@ -16,7 +16,9 @@ does not depend on the scanner's units.
 - A *faint* object (e.g. the hippocampus among grey matter) leaks: a softer walker (``beta`` 300) with thin
   seed paths (4 % of the smallest extent, at least 1 mm: its edge cannot be seen, so the seeds keep away from
   it), and background seeds just beyond where a first walk puts the object (:func:`background_reach_mm`), which
-  stop the leak without cutting into it.
+  stop the leak without cutting into it. "Where" is a robust maximum, the distance from the paths within which
+  99 % of the first walk's object lies (:data:`REACH_QUANTILE`): the farthest voxels of a faint object's first
+  walk are the tips of its leaks, not the object (on the hippocampus the maximum lay about 2 mm beyond it).
 
 Stacks of thick slices (coarsest voxel at least twice the finest) always get the clear settings
 (:func:`regime`), and those whose first label nearly fills its slices' convex hulls the convex-slices prior
@@ -37,6 +39,9 @@ CLEAR_CONTRAST = 1.5
 #: per regime: random-walker beta and seed-path radius as a fraction of the smallest click distance
 CLEAR = {"beta": 600.0, "path_radius_fraction": 0.1}
 FAINT = {"beta": 300.0, "path_radius_fraction": 0.04}
+#: a faint object's background seeds lie beyond the distance from the paths within which this share of a first
+#: walk's object lies (a robust maximum: the farthest 1 % are the tips of its leaks)
+REACH_QUANTILE = 0.99
 #: the convex-slices prior is taken where the first label fills at least this share of its slices' convex hulls
 CONVEX_MIN_SOLIDITY = 0.9
 
@@ -95,7 +100,7 @@ def regime(contrast: float, spacing=(1.0, 1.0, 1.0), clear_contrast: float = CLE
     return {"clear": clear, **(CLEAR if clear else FAINT)}
 
 
-def background_reach_mm(first_foreground: np.ndarray, paths, spacing) -> float:
+def background_reach_mm(first_foreground: np.ndarray, paths, spacing, quantile: float = REACH_QUANTILE) -> float:
     """How far (mm) from its paths a first walk puts the object: background seeds belong beyond this.
 
     Parameters
@@ -106,18 +111,22 @@ def background_reach_mm(first_foreground: np.ndarray, paths, spacing) -> float:
         The paths' voxel indices.
     spacing : sequence of 3 floats
         Voxel size in mm per axis.
+    quantile : float, optional
+        Share (0..1] of ``first_foreground``'s voxels within the returned distance (1: the farthest voxel; the
+        default leaves out the tips of leaks, :data:`REACH_QUANTILE`).
 
     Returns
     -------
     float
-        The largest distance (mm) from the paths to a voxel of ``first_foreground``; ``inf`` when it is empty
-        (no background seeds then).
+        The distance (mm) from the paths within which ``quantile`` of ``first_foreground``'s voxels lie (linear
+        interpolation between voxels); ``inf`` when it is empty (no background seeds then).
     """
     if not first_foreground.any():
         return float("inf")
     away = np.ones(first_foreground.shape, dtype=bool)
     away[tuple(np.concatenate(paths).T)] = False
-    return float(ndi.distance_transform_edt(away, sampling=spacing)[first_foreground].max())
+    distances = ndi.distance_transform_edt(away, sampling=spacing)[first_foreground]
+    return float(np.quantile(distances, quantile))
 
 
 def has_thick_slices(spacing, ratio: float = 2.0) -> bool:

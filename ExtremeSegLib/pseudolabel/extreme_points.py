@@ -219,8 +219,8 @@ def extreme_points_pseudolabel(image: Volume, points: ExtremePoints, *, box_marg
     background_distance_mm : float or "off", optional
         Voxels farther than this (mm) from every path are background seeds too (``"off"``: none; paper 000 uses
         30 mm for spleen and liver). ``None`` (default): chosen from the data, off for a clear object; for a faint
-        one just beyond the farthest voxel a first walk puts in the object (:func:`.adaptive.background_reach_mm`;
-        one more walk).
+        one just beyond where a first walk puts the object, the distance from the paths within which 99 % of its
+        voxels lie (:func:`.adaptive.background_reach_mm`; one more walk).
     euclidean_weight, gradient_weight, auto_scale : optional
         The path cost terms (:func:`.geodesic.geodesic_cost`), each scaled to 0..1 by paper 001's automatic
         policy, then weighted (a Euclidean weight of 10 keeps the paths from running round the object along its
