@@ -106,6 +106,8 @@ def test_catalog_and_registry_agree():
     (lambda d: d.update(inputs={"cues": ["heatmap"]}), "fully automatic"),
     (lambda d: d.update(postprocess={"clip_to_points": True}), "clip_to_points"),
     (lambda d: d["training"].update(augmentation={"rotate_probability": 0.2}), "rotate_probability"),
+    (lambda d: d["training"].update(augmentation={"rotate_probability": 0.0, "scale_probability": 0.2}),
+     "scale_probability"),
     (lambda d: d.update(pseudolabel={"geodesics": "straight"}), "pseudolabel.geodesics"),
     (lambda d: d.update(pseudolabel={"margin": 3}), "margin"),
 ])

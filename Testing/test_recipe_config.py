@@ -42,6 +42,8 @@ def test_round_trip_and_paths_relative_to_the_config_file(tmp_path):
     ({"training": {"epochs": "ten"}}, 'training.epochs must be an integer, got "ten"'),
     ({"training": {"augment": 1}}, "training.augment must be true or false, got 1"),
     ({"training": {"epochs": 0}}, "training.epochs must be at least 1"),
+    ({"training": {"augmentation": {"scale_probability": 2}}},
+     "training.augmentation.scale_probability must lie in [0, 1]"),
     ({"training": {"patch_size": [32, 32]}}, "training.patch_size must be a list of 3 values"),
     ({"rounds": {"agreement": 1.5}}, "rounds.agreement must lie in"),
     ({"cases": []}, "the job has no cases"),

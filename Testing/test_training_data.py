@@ -119,6 +119,47 @@ def test_augmentation_keeps_image_and_labels_aligned():
         TrainingVolume(volume.inputs, volume.target[:, :5], volume.weight)
 
 
+def test_scaling_magnifies_the_plane_and_keeps_label_and_trust_on_the_image():
+    # anisotropic (thick third axis): a disc in every slice; weight = 0.5 + 0.5 x foreground, so a trust map that
+    # stayed behind, or a label moved apart from the image, shows
+    ii, jj = np.mgrid[:32, :32]
+    disc = ((ii - 15.5) ** 2 + (jj - 15.5) ** 2 <= 8 ** 2).astype(np.float32)
+    fg = np.repeat(disc[..., None], 3, axis=2)
+    volume = TrainingVolume(fg[None] * 2 - 1, np.stack([1 - fg, fg]), 0.5 + 0.5 * fg)
+    only_scale = Augmentation(flip_probability=0.0, rotate_probability=0.0, scale_probability=1.0, max_scale=0.5,
+                              intensity_scale=0.0, intensity_shift=0.0)
+    rng = np.random.default_rng(3)
+    ratios = []
+    for _ in range(20):
+        x, y, w = augment(volume.inputs, volume.target, volume.weight, rng, (1.0, 1.0, 5.0), only_scale)
+        assert x.shape == volume.inputs.shape and y.shape == volume.target.shape and w.shape == volume.weight.shape
+        assert np.array_equal(x[0] > 0, y[1] > 0.5)  # the object moved with its label
+        assert np.allclose(w, 0.5 + 0.5 * y[1], atol=1e-5)  # and with its trust
+        assert np.allclose(y.sum(axis=0), 1.0, atol=1e-5)
+        assert np.array_equal(y[:, :, :, 0], y[:, :, :, 2])  # the thick axis is not resampled
+        ratios.append((y[1, :, :, 1] > 0.5).sum() / disc.sum())
+    # magnified by 1/1.5..1.5 per axis: the disc's area by 0.44..2.25 (pixelation aside), both ways
+    assert 0.35 < min(ratios) < 0.8 and 1.25 < max(ratios) < 2.5
+    off = Augmentation(flip_probability=0.0, rotate_probability=0.0, scale_probability=1.0, max_scale=0.0,
+                       intensity_scale=0.0, intensity_shift=0.0)
+    x, y, w = augment(volume.inputs, volume.target, volume.weight, rng, (1.0, 1.0, 5.0), off)
+    assert np.allclose(y, volume.target, atol=1e-5) and np.allclose(x, volume.inputs, atol=1e-5)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"scale_probability": 1.5}, "training.augmentation.scale_probability must lie in [0, 1]"),
+    ({"flip_probability": -0.1}, "training.augmentation.flip_probability must lie in [0, 1]"),
+    ({"max_scale": 1.5}, "training.augmentation.max_scale must lie in [0, 1]"),
+    ({"max_scale": -0.2}, "training.augmentation.max_scale must lie in [0, 1]"),
+    ({"max_rotation_deg": 200}, "training.augmentation.max_rotation_deg must lie in [0, 180]"),
+    ({"intensity_scale": 1.0}, "training.augmentation.intensity_scale must lie in [0, 1)"),
+])
+def test_augmentation_settings_are_checked(change, message):
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        Augmentation(**change)
+    Augmentation(scale_probability=1.0, max_scale=1.0, max_rotation_deg=180)  # the bounds themselves are fine
+
+
 def test_frame_of_the_whole_image_is_the_identity():
     image, _ = make_ellipsoid(shape=(10, 12, 8))
     frame = CaseFrame.build(image, image.spacing)

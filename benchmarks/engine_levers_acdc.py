@@ -12,6 +12,9 @@ about 10 times per run, so each run gives a Dice-against-training-minutes curve.
   image grid; 3x the steps, since a step costs about a third;
 - ``planned``: no spacing given: the planner's rule (``docs/training.md``) picks the model grid; 3x the steps.
 - ``planned_dice_ce``: ``planned`` with soft Dice + cross-entropy;
+- ``planned_dice``: ``planned`` with soft Dice alone (the engine's default loss, which ``fully_supervised`` uses);
+- ``planned_augment``: ``planned`` with random in-plane scaling (``training.augmentation.scale_probability`` 0.2,
+  magnification 0.71-1.4, nnU-Net's probability and range) on top of the rotation and intensity augmentation;
 - ``planned_sgd``: ``planned`` with SGD (Nesterov momentum 0.99, nnU-Net's optimizer) at its default learning rate
   (1e-2, polynomial decay) instead of AdamW 2e-3.
 
@@ -73,6 +76,11 @@ VARIANTS = {
     "coarse": ("model grid 2.5 mm in-plane, 3x the steps", 3 * EPOCHS, {"inputs": {"spacing_mm": [2.5, 2.5, 10.0]}}),
     "planned": ("model grid from the planner's rule, 3x the steps", 3 * EPOCHS, {}),
     "planned_dice_ce": ("planned grid, Dice + CE loss", 3 * EPOCHS, {"training": {"loss": "dice_ce"}}),
+    "planned_dice": ("planned grid, soft Dice loss (the engine's default)", 3 * EPOCHS,
+                     {"training": {"loss": "dice"}}),
+    "planned_augment": ("planned grid, random in-plane scaling p 0.2 (0.71-1.4x)", 3 * EPOCHS,
+                        {"training": {"augmentation": {**SETTINGS["training"]["augmentation"],
+                                                       "scale_probability": 0.2}}}),
     "planned_sgd": ("planned grid, SGD Nesterov 0.99 at 1e-2", 3 * EPOCHS,
                     {"training": {"optimizer": "sgd", "learning_rate": None}}),  # None: the optimizer's default
 }

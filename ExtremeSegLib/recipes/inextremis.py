@@ -18,7 +18,7 @@ patch (:mod:`~ExtremeSegLib.training.crf_loss`). One training round, no refineme
 The network sees the whole image (no crop to the clicks, no click channels), so the model file says
 ``"clicks_at_inference": false`` and ``extremeseg predict --model M --image I --out O.seg.nrrd`` needs no points.
 The recipe's defaults (:attr:`InExtremISRecipe.defaults`, under the job's own keys): no click inputs, the paper's
-loss, no rotation (the clicks ride along with the patch as a click-code channel, which flips and crops keep
+loss, no rotation or scaling (the clicks ride along with the patch as a click-code channel, which flips and crops keep
 exact), no clipping of predictions to clicks. Settings live in the job's ``pseudolabel`` section
 (:class:`InExtremISSettings`); ``geodesics`` and ``crf_weight`` give the paper's ablation. Example::
 
@@ -93,9 +93,10 @@ class InExtremISRecipe(Recipe):
         if config.postprocess.clip_to_points:
             raise InputError("the inextremis model gets no clicks at inference: set \"postprocess\": "
                              "{\"clip_to_points\": false}")
-        if config.training.augment and config.training.augmentation.rotate_probability > 0:
-            raise InputError("the inextremis recipe carries the clicks through augmentation, which rotations would "
-                             "blur: set training.augmentation.rotate_probability to 0")
+        for key in ("rotate_probability", "scale_probability"):  # resampling a patch blurs its click code
+            if config.training.augment and getattr(config.training.augmentation, key) > 0:
+                raise InputError("the inextremis recipe carries the clicks through augmentation, which rotations "
+                                 f"and scaling would blur: set training.augmentation.{key} to 0")
 
     def initial_label(self, job, case) -> PseudoLabel:
         """Background outside the relaxed box and foreground at the clicks (trusted); the tight box is shown as

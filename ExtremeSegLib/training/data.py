@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import Rotate
+from monai.transforms import Affine, Rotate
 
 from ..annotations import ExtremePoints
 from ..errors import InputError
@@ -339,20 +339,58 @@ def pad_to(volume: TrainingVolume, patch_size) -> TrainingVolume:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random flips per axis, a small rotation, and image intensity scale/shift (cue channels untouched)."""
+    """Random flips per axis, a small rotation, a random in-plane scaling, and image intensity scale/shift (cue
+    channels untouched). Probabilities are per patch.
+
+    ``scale_probability`` / ``max_scale``: the patch is magnified by a factor drawn log-uniformly from
+    ``[1 / (1 + max_scale), 1 + max_scale]`` (the default 0.4: 0.71-1.4, nnU-Net's range) along its finely sampled
+    axes (:func:`grid_axes`; thick slices keep their spacing). Off by default (rule and figures:
+    ``docs/training.md``).
+    """
 
     flip_probability: float = 0.5
     rotate_probability: float = 0.2
     max_rotation_deg: float = 15.0
+    scale_probability: float = 0.0
+    max_scale: float = 0.4
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1
+
+    def __post_init__(self):
+        checks = [(0.0 <= p <= 1.0, f"training.augmentation.{name} must lie in [0, 1], got {p}")
+                  for name, p in (("flip_probability", self.flip_probability),
+                                  ("rotate_probability", self.rotate_probability),
+                                  ("scale_probability", self.scale_probability))]
+        checks += [
+            (0.0 <= self.max_rotation_deg <= 180.0,
+             f"training.augmentation.max_rotation_deg must lie in [0, 180], got {self.max_rotation_deg}"),
+            (0.0 <= self.max_scale <= 1.0,
+             f"training.augmentation.max_scale must lie in [0, 1] (at most 2x either way), got {self.max_scale}"),
+            (0.0 <= self.intensity_scale < 1.0,
+             f"training.augmentation.intensity_scale must lie in [0, 1), got {self.intensity_scale}"),
+            (self.intensity_shift >= 0.0,
+             f"training.augmentation.intensity_shift must be >= 0, got {self.intensity_shift}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+
+def _resample_together(transform, inputs, target, weight):
+    """Apply one spatial ``transform`` (a MONAI array transform) to inputs, target and weight as one stack, so
+    that the label and its trust stay on the image's voxels."""
+    stacked = np.concatenate([inputs, target, weight[None]]).astype(np.float32)
+    moved = np.asarray(transform(torch.from_numpy(np.ascontiguousarray(stacked))))
+    c_in, c_t = inputs.shape[0], target.shape[0]
+    return moved[:c_in], moved[c_in:c_in + c_t], moved[-1]
 
 
 def augment(inputs, target, weight, rng: np.random.Generator, spacing_mm, aug: Augmentation):
     """Augment one patch (all arrays channel-first except ``weight``); returns new arrays.
 
     Rotations turn about the thick-slice axis when the spacing is anisotropic (in-plane only),
-    about a random axis otherwise; the image channel (0) gets a random gain and offset.
+    about a random axis otherwise; scaling magnifies the finely sampled axes the patch extends along (one factor
+    for all of them); the image channel (0) gets a random gain and offset.
     """
     for axis in range(3):
         if rng.random() < aug.flip_probability:
@@ -362,11 +400,18 @@ def augment(inputs, target, weight, rng: np.random.Generator, spacing_mm, aug: A
         axis = int(np.argmax(spacing)) if spacing.max() >= 2 * spacing.min() else int(rng.integers(3))
         angle = [0.0, 0.0, 0.0]
         angle[axis] = float(np.deg2rad(rng.uniform(-aug.max_rotation_deg, aug.max_rotation_deg)))
-        stacked = np.concatenate([inputs, target, weight[None]]).astype(np.float32)
-        rotated = np.asarray(Rotate(angle, keep_size=True, mode="bilinear", padding_mode="border")(
-            torch.from_numpy(np.ascontiguousarray(stacked))))
-        c_in, c_t = inputs.shape[0], target.shape[0]
-        inputs, target, weight = rotated[:c_in], rotated[c_in:c_in + c_t], rotated[-1]
+        inputs, target, weight = _resample_together(
+            Rotate(angle, keep_size=True, mode="bilinear", padding_mode="border"), inputs, target, weight)
+    # drawn only when enabled, so that runs without scaling keep their random stream (and recorded figures)
+    if aug.scale_probability > 0 and rng.random() < aug.scale_probability:
+        bound = np.log1p(aug.max_scale)
+        magnify = float(np.exp(rng.uniform(-bound, bound)))
+        axes = [a for a in grid_axes(spacing_mm) if weight.shape[a] > 1]
+        # MONAI's scale maps output to input coordinates: a factor s shows the content 1/s as large
+        scale = [1.0 / magnify if a in axes else 1.0 for a in range(3)]
+        inputs, target, weight = _resample_together(
+            Affine(scale_params=scale, mode="bilinear", padding_mode="border", image_only=True),
+            inputs, target, weight)
     inputs = np.array(inputs, dtype=np.float32)
     inputs[0] = inputs[0] * (1.0 + rng.uniform(-aug.intensity_scale, aug.intensity_scale)) + \
         rng.uniform(-aug.intensity_shift, aug.intensity_shift)
